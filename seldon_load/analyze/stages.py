@@ -1,0 +1,124 @@
+"""Stage table: one row per stage over its measured window, with the sustained verdict.
+
+Counts and percentiles are over requests whose *intended* send time lies in the stage's
+hold after the settle time; achieved RPS counts answers by *completion* time in the same
+window (a throughput). A stage is sustained when the server keeps up (achieved >= a ratio
+of the target), few requests fail or are dropped, latency does not keep rising through the
+hold (no growing queue) and the optional p99 SLO holds. A stage where the generator lagged
+or ran out of CPU is flagged: its verdict says nothing about the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from seldon_load.load.plan import StageWindow
+
+
+@dataclass(frozen=True)
+class Criteria:
+    min_achieved_ratio: float = 0.95
+    max_error_ratio: float = 0.01
+    max_latency_trend: float = 1.5
+    min_trend_delta_ms: float = 2.0
+    slo_p99_ms: float | None = None
+    settle_s: float = 2.0
+    recommended_fraction: float = 0.8
+    max_send_lag_ms: float = 10.0
+    max_cpu_percent: float = 90.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+GENERATOR = "generator"
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def latency_trend(agg, start: int, end: int, names) -> tuple[float | None, float | None]:
+    """Ratio and difference (ms) of median latency in the last vs the first third of a window."""
+    span = end - start
+    if span < 3:
+        return None, None
+    third = max(1, span // 3)
+    first = agg.summarize(start, start + third, names).latency
+    last = agg.summarize(end - third, end, names).latency
+    if not first.count or not last.count:
+        return None, None
+    p_first = first.percentile(50) / 1000.0
+    p_last = last.percentile(50) / 1000.0
+    if p_first <= 0:
+        return None, p_last - p_first
+    return p_last / p_first, p_last - p_first
+
+
+def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool = True) -> dict:
+    start, end = win.measured(criteria.settle_s)
+    s = agg.summarize(start, end, names)
+    answered = s.ok + s.failures
+    lat = s.latency.summary_ms()
+    svc = s.service.summary_ms()
+    lag = s.lag.summary_ms()
+    trend, trend_delta = latency_trend(agg, start, end, names)
+    row = {
+        "index": win.index,
+        "target_rps": _r(win.target_rps) if open_loop else None,
+        "users": win.users,
+        "ramp_start_s": _r(win.ramp_start_s),
+        "start_s": float(start),
+        "end_s": float(end),
+        "offered_rps": _r(s.offered_rps),
+        "achieved_rps": _r(s.achieved_rps),
+        "scheduled": s.scheduled,
+        "requests": answered,
+        "ok": s.ok,
+        "failures": s.failures,
+        "failures_by_kind": dict(sorted(s.failed.items())),
+        "dropped": s.dropped,
+        "latency_ms": lat,
+        "service_ms": svc,
+        "send_lag_ms": {"p50": lag.get("p50"), "p99": lag.get("p99"), "max": lag.get("max")},
+        "cpu_percent_max": _r(s.cpu_percent_max, 1),
+        "latency_trend": _r(trend),
+        "latency_trend_delta_ms": _r(trend_delta),
+    }
+    reasons: list[str] = []
+    gen_reasons: list[str] = []
+    lag_p99 = lag.get("p99")
+    if lag_p99 is not None and lag_p99 > criteria.max_send_lag_ms:
+        gen_reasons.append(f"generator: send lag p99 {lag_p99:.1f} ms > {criteria.max_send_lag_ms:g} ms")
+    if s.cpu_percent_max is not None and s.cpu_percent_max > criteria.max_cpu_percent:
+        gen_reasons.append(f"generator: CPU {s.cpu_percent_max:.0f}% > {criteria.max_cpu_percent:g}%")
+    row["generator_healthy"] = not gen_reasons
+    if s.scheduled == 0:
+        reasons.append("no requests in the measured window")
+    if open_loop and win.target_rps > 0 and s.scheduled:
+        ratio = s.achieved_rps / win.target_rps
+        if ratio < criteria.min_achieved_ratio:
+            reasons.append(f"achieved {s.achieved_rps:.1f} rps < {criteria.min_achieved_ratio:.0%} of {win.target_rps:g} rps")
+    if s.scheduled:
+        bad = (s.failures + s.dropped) / s.scheduled
+        if bad > criteria.max_error_ratio:
+            reasons.append(f"{bad:.1%} failed or dropped > {criteria.max_error_ratio:.1%}")
+    if trend is not None and trend > criteria.max_latency_trend and (trend_delta or 0) > criteria.min_trend_delta_ms:
+        reasons.append(f"latency rising through the hold (x{trend:.2f}, +{trend_delta:.1f} ms): queue growing")
+    if criteria.slo_p99_ms is not None and lat.get("p99") is not None and lat["p99"] > criteria.slo_p99_ms:
+        reasons.append(f"p99 {lat['p99']:.1f} ms > SLO {criteria.slo_p99_ms:g} ms")
+    row["sustained"] = not reasons and not gen_reasons if open_loop else None
+    row["reasons"] = gen_reasons + reasons
+    return row
+
+
+def stage_table(agg, stages: list[StageWindow], names, criteria: Criteria, open_loop: bool = True,
+                until_s: float | None = None) -> list[dict]:
+    """Rows for the stages whose measured window has started (by ``until_s`` if given)."""
+    rows = []
+    for win in stages:
+        start, _ = win.measured(criteria.settle_s)
+        if until_s is not None and start >= until_s:
+            continue
+        rows.append(stage_row(agg, win, names, criteria, open_loop))
+    return rows

@@ -1,0 +1,299 @@
+"""The ``seldon-load`` command: run, report, testbed, demo.
+
+``run`` starts a Locust master and ``--workers N`` local worker processes (or one
+in-process runner with 0) on the packaged locustfile, waits, and stops every process it
+started, also on Ctrl-C and on errors. Options not its own go to Locust after ``--``.
+Exit codes: 0 ran and every threshold held, 1 a threshold failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from seldon_load.errors import SeldonLoadError
+
+LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
+
+EPILOG_RUN = """examples:
+  seldon-load run --host http://127.0.0.1:8080 --model synth-5ms --stages 50:5s:20s,100:5s:20s,200:5s:20s
+  seldon-load run --host 127.0.0.1:8081 --model synth-5ms --protocol grpc --auto --max-rps 500 --workers 2
+  seldon-load run --host http://127.0.0.1:8080 --pipeline branching \\
+      --pipeline-spec seldon_load/testbed/pipelines/branching.yaml --metrics-url http://127.0.0.1:8082/metrics \\
+      --stages 20:5s:20s,40:5s:20s --isolate-steps
+  seldon-load run --host http://127.0.0.1:8080 --model iris --users 8 --run-time 30s   (closed loop)
+  seldon-load run ... -- --csv results/locust --html results/locust.html   (extra Locust options)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group("target")
+    t.add_argument("--host", required=True,
+                   help="http(s)://host:port for REST, grpc(s)://host:port or host:port for gRPC")
+    t.add_argument("--model", help="model name, e.g. synth-5ms")
+    t.add_argument("--pipeline", help="Seldon Core 2 pipeline name (header seldon-model: NAME.pipeline)")
+    t.add_argument("--protocol", choices=["rest", "grpc"], help="default: from the --host scheme")
+    t.add_argument("--payload", help="OIP JSON request file (default: synthesised from the model metadata)")
+    t.add_argument("--batch-size", type=int, help="batch dimension of synthesised payloads, e.g. 8")
+    t.add_argument("--header", action="append", default=[], help="'Name: value', repeatable; never logged")
+    t.add_argument("--request-timeout", type=float, help="per-request timeout in seconds (default 30)")
+    t.add_argument("--binary", action="store_true", help="REST binary tensor extension")
+    t.add_argument("--pipeline-path", action="store_true", help="use /v2/pipelines/NAME/infer")
+    t.add_argument("--ca-file", help="TLS CA bundle")
+    t.add_argument("--cert-file", help="TLS client certificate")
+    t.add_argument("--key-file", help="TLS client key")
+    load = p.add_argument_group("load (choose one of --stages, --auto, --users, --sweep)")
+    load.add_argument("--stages", help="open-loop RPS:RAMP:HOLD,... e.g. 50:10s:30s,100:10s:30s")
+    load.add_argument("--auto", action="store_true", help="find the saturation point automatically")
+    load.add_argument("--max-rps", type=float, help="ceiling for --auto (default 2000), never exceeded")
+    load.add_argument("--auto-budget", help="time budget of --auto, e.g. 3m (default 10m)")
+    load.add_argument("--users", type=int, help="closed loop: N concurrent users (with --run-time)")
+    load.add_argument("--run-time", default="60s", help="closed loop duration (default 60s)")
+    load.add_argument("--sweep", help="closed-loop concurrency sweep USERS:HOLD,... e.g. 1:20s,4:20s")
+    load.add_argument("--arrival", choices=["uniform", "poisson"], help="open-loop arrivals (default uniform)")
+    load.add_argument("--max-in-flight", type=int, help="per worker; beyond it arrivals are dropped (default 1000)")
+    load.add_argument("--workers", type=int, default=0, help="local worker processes (0 = in-process)")
+    r = p.add_argument_group("results")
+    r.add_argument("--results", default="results/latest", help="results directory (default results/latest)")
+    r.add_argument("--slo-p99", type=float, help="p99 SLO in ms (criterion and threshold)")
+    r.add_argument("--max-failure-ratio", type=float, help="threshold: max failed fraction, e.g. 0.01")
+    r.add_argument("--min-saturation-rps", type=float, help="threshold: min saturation point")
+    r.add_argument("--settle", help="excluded start of each hold (default 2s)")
+    pl = p.add_argument_group("pipelines")
+    pl.add_argument("--pipeline-spec", help="Seldon Pipeline YAML")
+    pl.add_argument("--isolate-steps", action="store_true", help="test each step model alone first")
+    pl.add_argument("--metrics-url", action="append", default=[], help="Prometheus endpoint, repeatable")
+    pl.add_argument("--prometheus-url", help="Prometheus server query API")
+    ui = p.add_argument_group("web UI")
+    ui.add_argument("--web-ui", action="store_true", help="start Locust's web UI instead of running headless")
+    ui.add_argument("--web-host", default="127.0.0.1", help="web UI bind address (default 127.0.0.1)")
+    ui.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
+    ui.add_argument("--web-login", action="store_true", help="require Locust's web login")
+
+
+_PASS = ["model", "pipeline", "protocol", "payload", "batch_size", "request_timeout", "stages", "max_rps",
+         "auto_budget", "sweep", "arrival", "max_in_flight", "results", "slo_p99", "max_failure_ratio",
+         "min_saturation_rps", "settle", "pipeline_spec", "prometheus_url", "ca_file", "cert_file", "key_file"]
+_FLAGS = ["auto", "binary", "pipeline_path"]
+
+
+def locust_args(a: argparse.Namespace) -> list[str]:
+    """Translate `seldon-load run` options into the plugin's Locust options."""
+    out = ["-f", LOCUSTFILE, "--host", a.host]
+    for name in _PASS:
+        v = getattr(a, name, None)
+        if v is not None and v != "":
+            out += [f"--{name.replace('_', '-')}", str(v)]
+    for name in _FLAGS:
+        if getattr(a, name, False):
+            out.append(f"--{name.replace('_', '-')}")
+    for h in a.header:
+        out += ["--header", h]
+    for u in a.metrics_url:
+        out += ["--metrics-url", u]
+    if a.users:
+        out += ["-u", str(a.users), "-r", str(max(1, a.users)), "-t", a.run_time]
+    return out
+
+
+def validate(args: list[str]) -> None:
+    """Parse the options exactly as the Locust processes will, so bad input fails here first."""
+    from locust.argument_parser import get_parser
+
+    from seldon_load.settings import Settings, add_arguments
+
+    parser = get_parser(default_config_files=[])
+    add_arguments(parser)
+    opts = parser.parse_args(args)
+    if getattr(opts, "run_time", None):
+        from locust.util.timespan import parse_timespan
+
+        try:
+            opts.run_time = parse_timespan(opts.run_time)
+        except ValueError as exc:
+            raise SeldonLoadError(f"invalid --run-time: {exc}") from None
+    Settings.from_options(opts)
+
+
+class Processes:
+    """Children started by `run`; all of them are ended on the way out, whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], **kw) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self, grace_s: float = 10.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                _signal(p, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                _signal(p, signal.SIGKILL)
+                p.wait(timeout=5)
+
+
+def _signal(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = False,
+               web_host: str = "127.0.0.1", web_port: int = 8089, web_login: bool = False,
+               extra: list[str] | None = None, quiet_workers: bool = True) -> int:
+    """Start master (+ workers), wait for the master, stop everything; the master's exit code."""
+    py = [sys.executable, "-m", "locust"]
+    extra = list(extra or [])
+    mode = (["--web-host", web_host, "--web-port", str(web_port)] + (["--web-login"] if web_login else [])
+            if web_ui else ["--headless", "--only-summary"])
+    procs = Processes()
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    logs = []
+    try:
+        if workers <= 0:
+            master = procs.start(py + largs + mode + extra)
+        else:
+            port = _free_port()
+            master = procs.start(py + largs + mode + extra + [
+                "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                "--expect-workers", str(workers), "--expect-workers-max-wait", "60"])
+            for i in range(workers):
+                log_path = Path(results_dir) / f"worker-{i}.log"
+                fh = open(log_path, "w")  # noqa: SIM115 (closed below)
+                logs.append(fh)
+                procs.start(py + ["-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1",
+                                  "--master-port", str(port)],
+                            stdout=fh if quiet_workers else None, stderr=subprocess.STDOUT if quiet_workers else None)
+        try:
+            return master.wait()
+        except KeyboardInterrupt:
+            _signal(master, signal.SIGINT)
+            try:
+                return master.wait(timeout=30)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                return 130
+    finally:
+        procs.stop_all()
+        for fh in logs:
+            fh.close()
+
+
+def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
+    largs = locust_args(a)
+    validate(largs)
+    if a.isolate_steps:
+        from seldon_load.isolate import run_isolated
+
+        return run_isolated(a, largs, extra)
+    return run_locust(largs, a.workers, a.results, a.web_ui, a.web_host, a.web_port, a.web_login, extra)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from seldon_load.report.console import summary_text
+    from seldon_load.report.rebuild import rebuild
+
+    paths = rebuild(a.dir)
+    import orjson
+
+    results = orjson.loads(Path(a.dir, "results.json").read_bytes())
+    print(summary_text(results))
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_testbed(a: argparse.Namespace) -> int:
+    from seldon_load.testbed.server import Testbed, TestbedConfig
+
+    tb = Testbed(TestbedConfig(http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
+                               state_dir=a.state_dir))
+    if a.action == "up":
+        tb.up()
+        print(f"testbed up: REST {tb.rest_url}  gRPC {tb.grpc_target}  metrics {tb.metrics_url}")
+    elif a.action == "down":
+        tb.down()
+        print("testbed down")
+    else:
+        import json
+
+        st = tb.status()
+        print(json.dumps(st, indent=2))
+        return 0 if st.get("running") else 3
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from seldon_load.demo import run_demo
+
+    return run_demo(a.results, workers=a.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seldon-load", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one load test", epilog=EPILOG_RUN,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_options(run)
+    rep = sub.add_parser("report", help="rebuild report.html and stages.csv from DIR/results.json",
+                         epilog="example:\n  seldon-load report results/demo/rest",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("dir")
+    tb = sub.add_parser("testbed", help="local MLServer target on 127.0.0.1",
+                        epilog="examples:\n  seldon-load testbed up\n  seldon-load testbed status\n"
+                               "  seldon-load testbed down", formatter_class=argparse.RawDescriptionHelpFormatter)
+    tb.add_argument("action", choices=["up", "down", "status"])
+    tb.add_argument("--http-port", type=int, default=8080)
+    tb.add_argument("--grpc-port", type=int, default=8081)
+    tb.add_argument("--metrics-port", type=int, default=8082)
+    tb.add_argument("--state-dir", default=".testbed", help="where the model repository, pid and log live")
+    demo = sub.add_parser("demo", help="testbed + saturation tests over REST, gRPC and a pipeline (~3 min)")
+    demo.add_argument("--results", default="results/demo")
+    demo.add_argument("--workers", type=int, default=2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, extra)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "testbed":
+            return cmd_testbed(args)
+        return cmd_demo(args)
+    except SeldonLoadError as exc:
+        sys.stderr.write(f"seldon-load: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

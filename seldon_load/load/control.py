@@ -1,0 +1,200 @@
+"""The master's side of a test: owns the plan, splits it over workers, runs the auto search.
+
+It knows nothing of Locust: the plugin gives it a ``Channel`` (who the engines are, how to
+reach them) and, for ``--auto``, a ``judge`` that says whether a finished stage was
+sustained. ``tick`` is called about once a second by the Locust shape and answers how many
+users of which kind should run, or None when the test is over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Protocol
+
+from seldon_load.load.auto import AutoConfig, AutoSearch
+from seldon_load.load.plan import COOLDOWN, RatePlan, Stage, StageWindow
+
+log = logging.getLogger(__name__)
+
+OPEN = "open"
+CLOSED = "closed"
+
+
+class Channel(Protocol):
+    def engines(self) -> list[str]: ...
+    def publish(self, engine_id: str, message: dict) -> None: ...
+    def request_flush(self) -> None: ...
+
+
+@dataclass
+class Verdict:
+    ready: bool
+    sustained: bool = False
+
+
+@dataclass
+class ControllerConfig:
+    mode: str  # "stages" | "auto" | "closed" | "sweep"
+    stages: list[Stage] = field(default_factory=list)
+    auto: AutoConfig | None = None
+    sweep: list[tuple[int, float]] = field(default_factory=list)  # (users, hold_s)
+    users: int = 1
+    spawn_rate: float = 10.0
+    run_time_s: float | None = None
+    verdict_delay_s: float = 1.5
+    drain_timeout_s: float = 10.0
+    final_wait_s: float = 8.0
+
+    @property
+    def loop(self) -> str:
+        return OPEN if self.mode in ("stages", "auto") else CLOSED
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, channel: Channel,
+                 judge: Callable[[StageWindow], Verdict] | None = None,
+                 clock: Callable[[], float] = perf_counter) -> None:
+        self.config = config
+        self.channel = channel
+        self.judge = judge
+        self.clock = clock
+        self.t0: float | None = None
+        self.plan = RatePlan()
+        self.search = AutoSearch(config.auto) if config.auto else None
+        self.engine_ids: list[str] = []
+        self.workers_timeline: list[dict] = []
+        self.finishing_since: float | None = None
+        self.finals: set[str] = set()
+        self.done = False
+        self.stop_reason: str | None = None
+        self._build_initial_plan()
+
+    # ---- plan -------------------------------------------------------------------------
+    def _build_initial_plan(self) -> None:
+        cfg = self.config
+        if cfg.mode == "stages":
+            for st in cfg.stages:
+                self.plan.add_stage(st.target_rps, st.ramp_s, st.hold_s)
+            self.plan.final = True
+        elif cfg.mode == "auto":
+            assert self.search is not None
+            self.plan.add_stage(self.search.first(), cfg.auto.ramp_s, cfg.auto.hold_s)
+        elif cfg.mode == "sweep":
+            for users, hold in cfg.sweep:
+                self._closed_stage(users, hold)
+            self.plan.final = True
+        else:  # closed loop, fixed users for run_time
+            self._closed_stage(cfg.users, cfg.run_time_s or 3600.0)
+            self.plan.final = True
+
+    def _closed_stage(self, users: int, hold_s: float) -> None:
+        start = self.plan.end_s
+        self.plan.stages.append(StageWindow(len(self.plan.stages), 0.0, start, start, start + hold_s, users))
+        self.plan.add_segment(hold_s, 0.0, "hold")
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0 if self.t0 is not None else 0.0
+
+    def users_at(self, t: float) -> int:
+        for win in self.plan.stages:
+            if win.ramp_start_s <= t < win.hold_end_s and win.users is not None:
+                return win.users
+        return self.config.users
+
+    # ---- engines ----------------------------------------------------------------------
+    def _sync_engines(self, force: bool = False) -> None:
+        ids = sorted(self.channel.engines())
+        if ids != self.engine_ids or force:
+            if ids != self.engine_ids:
+                self.workers_timeline.append({"t_s": round(self.elapsed(), 3), "workers": len(ids)})
+                if self.engine_ids and len(ids) < len(self.engine_ids):
+                    log.warning("workers: %d -> %d; the remaining ones take over the rate", len(self.engine_ids), len(ids))
+            self.engine_ids = ids
+            self.publish()
+
+    def publish(self) -> None:
+        """Send the plan and each engine's share (1/n) and phase ((i + 1)/n)."""
+        n = len(self.engine_ids)
+        if n == 0:
+            return
+        wire = self.plan.to_wire()
+        el = self.elapsed()
+        for i, eid in enumerate(self.engine_ids):
+            self.channel.publish(eid, {"v": 1, "plan": wire, "elapsed_s": el, "share": 1.0 / n,
+                                       "phase": (i + 1) / n})
+
+    # ---- auto search ------------------------------------------------------------------
+    def _auto_step(self, el: float) -> None:
+        assert self.search is not None and self.judge is not None
+        if self.plan.final:
+            return
+        win = self.plan.stages[-1]
+        if el < win.hold_end_s + self.config.verdict_delay_s:
+            return
+        verdict = self.judge(win)
+        if not verdict.ready:
+            return
+        nxt = self.search.next(win.target_rps, verdict.sustained)
+        auto = self.config.auto
+        if nxt is not None:
+            hold = self.search.hold_s()
+            needed = auto.cooldown_s + auto.ramp_s + hold
+            if el + needed > auto.budget_s:
+                self.search.done_reason = f"time budget {auto.budget_s:g}s reached"
+                nxt = None
+        if nxt is None:
+            self.plan.final = True
+            self.stop_reason = self.search.done_reason
+            log.info("auto search done: %s", self.search.done_reason)
+        else:
+            # a pause at zero rate lets a queue built by an overloaded stage drain
+            pause = (auto.cooldown_s if not verdict.sustained else 0.5) + max(0.0, el - self.plan.end_s)
+            self.plan.add_segment(pause, 0.0, COOLDOWN)
+            self.plan.add_stage(nxt, auto.ramp_s, self.search.hold_s())
+            log.info("auto search: stage %d at %.1f rps (%s)", len(self.plan.stages) - 1, nxt,
+                     "sustained" if verdict.sustained else "not sustained")
+        self.publish()
+
+    # ---- the tick ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.t0 = self.clock()
+        self.workers_timeline.append({"t_s": 0.0, "workers": len(self.channel.engines())})
+        self.engine_ids = sorted(self.channel.engines())
+        self.publish()
+
+    def tick(self) -> tuple[int, float] | None:
+        """Users to run now (count, spawn rate), or None when the test is over."""
+        if self.done:
+            return None
+        if self.t0 is None:
+            self.start()
+        self._sync_engines()
+        el = self.elapsed()
+        if self.search is not None:
+            self._auto_step(el)
+        if self.config.loop == OPEN:
+            count = max(1, len(self.engine_ids))
+            rate = float(count)
+        else:
+            count = self.users_at(el)
+            rate = self.config.spawn_rate
+        if not self.plan.final or el < self.plan.end_s:
+            return count, rate
+        if self.finishing_since is None:
+            self.finishing_since = self.clock()
+            self.channel.request_flush()
+        waited = self.clock() - self.finishing_since
+        limit = self.config.final_wait_s + (self.config.drain_timeout_s if self.config.loop == OPEN else 0)
+        if set(self.engine_ids) <= self.finals or waited > limit:
+            if waited > limit:
+                log.warning("final reports missing from %s after %.0fs", sorted(set(self.engine_ids) - self.finals), waited)
+            self.done = True
+            return None
+        return count, rate
+
+    def on_final(self, engine_id: str) -> None:
+        self.finals.add(engine_id)
+

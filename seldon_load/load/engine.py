@@ -1,0 +1,154 @@
+"""Open-loop sender: requests leave on the plan's schedule whatever the replies do.
+
+Every request carries three times (guidellm's targeted vs actual start): *intended* (from
+the plan), *sent* (when its greenlet really started) and *done*. Latency is measured from
+the intended time, so a slow server or a late generator shows up in the numbers instead of
+silently stretching the schedule (coordinated omission). An arrival that finds the
+in-flight cap full is not sent and is recorded as dropped; one still in flight when the
+drain time ends is recorded as cancelled: every arrival ends as exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from time import perf_counter
+
+import gevent
+from gevent.pool import Group
+
+from seldon_load.load.arrivals import UNIFORM, Arrivals
+from seldon_load.load.plan import RatePlan
+from seldon_load.transport.outcome import CANCELLED, Outcome
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+_YIELD_EVERY = 16
+
+
+class WorkerSchedule:
+    """This process's view of the plan: the plan itself, its share and the clock origin."""
+
+    def __init__(self, arrival_mode: str = UNIFORM, seed: int | None = None) -> None:
+        self.plan: RatePlan | None = None
+        self.t0: float | None = None
+        self.arrivals = Arrivals(1.0, 1.0, arrival_mode, seed)
+        self.share = 1.0
+        self.phase = 1.0
+        self.version = 0
+        self.finished = False
+
+    def update(self, plan: RatePlan, elapsed_s: float, share: float, phase: float) -> None:
+        """Adopt a plan sent by the controller; ``elapsed_s`` is its test time when sent."""
+        if self.t0 is None:
+            self.t0 = perf_counter() - elapsed_s
+        self.plan = plan
+        if share != self.share or phase != self.phase:
+            self.share, self.phase = share, phase
+            self.version += 1
+
+    def elapsed(self) -> float:
+        return perf_counter() - self.t0 if self.t0 is not None else 0.0
+
+
+class OpenLoopEngine:
+    """Runs one worker's share of the schedule; ``run`` returns once the plan is done."""
+
+    def __init__(
+        self,
+        *,
+        send: Callable[[], Outcome],
+        name: str,
+        recorder,
+        schedule: WorkerSchedule,
+        max_in_flight: int = 1000,
+        drain_timeout_s: float = 10.0,
+        on_result: Callable[[float, float, float, Outcome], None] | None = None,
+    ) -> None:
+        self.send = send
+        self.name = name
+        self.recorder = recorder
+        self.schedule = schedule
+        self.max_in_flight = max_in_flight
+        self.drain_timeout_s = drain_timeout_s
+        self.on_result = on_result
+        self.in_flight = 0
+        self.max_seen_in_flight = 0
+        self.sent = 0
+        self.dropped = 0
+        self.group = Group()
+        self._stop = False
+        self._version = -1
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        sched = self.schedule
+        while sched.plan is None and not self._stop:
+            gevent.sleep(_POLL_S)
+        next_count: float | None = None
+        since_yield = 0
+        record_drop = self.recorder.dropped
+        while not self._stop:
+            plan = sched.plan
+            if self._version != sched.version:
+                self._version = sched.version
+                sched.arrivals.resync(sched.share, sched.phase, plan.count_at(sched.elapsed()))
+                next_count = None
+            if next_count is None:
+                next_count = sched.arrivals.next_count()
+            t_rel = plan.time_of(next_count)
+            if t_rel is None:
+                if plan.final:
+                    break
+                gevent.sleep(_POLL_S)
+                continue
+            next_count = None
+            due = sched.t0 + t_rel
+            wait = due - perf_counter()
+            if wait > 0:
+                gevent.sleep(wait)
+                since_yield = 0
+                if self._version != sched.version:
+                    continue  # share changed while sleeping: recompute from now
+            if self.in_flight >= self.max_in_flight:
+                self.dropped += 1
+                record_drop(self.name, due)
+            else:
+                self.in_flight += 1
+                if self.in_flight > self.max_seen_in_flight:
+                    self.max_seen_in_flight = self.in_flight
+                self.sent += 1
+                self.group.spawn(self._one, due)
+            since_yield += 1
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                gevent.sleep(0)
+        self.drain()
+
+    def drain(self) -> None:
+        """Wait for answers up to the drain timeout; what is still out is cancelled."""
+        self.group.join(timeout=self.drain_timeout_s)
+        if len(self.group):
+            log.warning("%d requests still in flight after %.0fs drain: counted as cancelled",
+                        len(self.group), self.drain_timeout_s)
+            self.group.kill(block=True, timeout=5)
+        self.schedule.finished = True
+
+    def _one(self, due: float) -> None:
+        sent = perf_counter()
+        try:
+            out = self.send()
+        except gevent.GreenletExit:
+            self.in_flight -= 1
+            self.recorder.record(self.name, due, sent, perf_counter(), CANCELLED, "still in flight when the test ended")
+            raise
+        except Exception as exc:  # a transport bug must not kill the schedule
+            out = Outcome(False, "client_error", f"{type(exc).__name__}: {exc}"[:200])
+        done = perf_counter()
+        self.in_flight -= 1
+        self.recorder.record(self.name, due, sent, done, out.error_kind, out.message)
+        if self.on_result is not None:
+            self.on_result(due, sent, done, out)

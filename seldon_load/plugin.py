@@ -1,0 +1,349 @@
+"""Wiring of Locust's events to the load controller, measurements, analysis and reports.
+
+Importing this module (every seldon-load locustfile does) registers the options and the
+event listeners. Messages that cross the worker -> master boundary are small versioned
+dicts, one handler per type:
+
+* ``seldon_load:plan``  master -> worker: the rate plan, test clock, this worker's share;
+* ``seldon_load:flush`` master -> worker: the plan is over, send everything you have;
+* ``seldon_load:final`` worker -> master: the last measurements of this worker;
+* measurements between those ride on Locust's own ``worker_report`` (key ``seldon_load``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from time import perf_counter
+
+import gevent
+import locust.runners
+from locust import LoadTestShape, events
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+
+from seldon_load.analyze.results import build_results
+from seldon_load.analyze.stages import stage_row
+from seldon_load.errors import SeldonLoadError
+from seldon_load.load.control import Controller, ControllerConfig, Verdict
+from seldon_load.measure.aggregate import Aggregate
+from seldon_load.settings import Settings, add_arguments
+from seldon_load.users import OIPUser, OpenLoopUser, ProcessState
+
+log = logging.getLogger("seldon_load")
+
+# workers ship measurements every second (Locust's default is 3 s), so verdicts come sooner
+locust.runners.WORKER_REPORT_INTERVAL = 1.0
+
+PLAN, FLUSH, FINAL = "seldon_load:plan", "seldon_load:flush", "seldon_load:final"
+LOCAL = "local"
+
+
+class Session:
+    """Everything seldon-load keeps on one Locust process (attached as ``env.seldon_load``)."""
+
+    def __init__(self, environment) -> None:
+        self.environment = environment
+        self.settings: Settings | None = None
+        self.process: ProcessState | None = None
+        self.pending_plan: dict | None = None
+        self.aggregate = Aggregate()
+        self.controller: Controller | None = None
+        self.test_id: str | None = None
+        self.results: dict | None = None
+        self.master_cpu = 0.0
+        self._drainer = None
+
+    @property
+    def runner(self):
+        return self.environment.runner
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.runner, MasterRunner)
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.runner, WorkerRunner)
+
+    def load_settings(self) -> Settings:
+        opts = self.environment.parsed_options
+        if self.environment.host:
+            opts.host = self.environment.host
+        self.settings = Settings.from_options(opts)
+        return self.settings
+
+    def ensure_process(self) -> ProcessState:
+        settings = self.load_settings()
+        if self.process is None:
+            wid = self.runner.client_id if self.is_worker else LOCAL
+            self.process = ProcessState(self.environment, settings, wid)
+        elif self.process.settings != settings:
+            self.process.close()
+            self.process.settings = settings
+            self.process._pool = None
+            self.process.metadata = None
+        if self.pending_plan is not None:
+            self.process.on_plan(self.pending_plan)
+            self.pending_plan = None
+        return self.process
+
+    # ---- master / local ---------------------------------------------------------------
+    def new_controller(self) -> Controller:
+        s = self.load_settings()
+        self.aggregate = Aggregate()
+        self.results = None
+        self.test_id = uuid.uuid4().hex[:12]
+        cfg = ControllerConfig(mode=s.mode, stages=s.stages, auto=s.auto, sweep=s.sweep, users=s.users,
+                               spawn_rate=s.spawn_rate, run_time_s=s.run_time_s,
+                               verdict_delay_s=2.5 if self.is_master else 1.5,
+                               drain_timeout_s=s.drain_timeout_s)
+        self.controller = Controller(cfg, _Channel(self), judge=self.judge)
+        if not self.is_master:
+            self._start_drainer()
+        return self.controller
+
+    def names(self) -> set[str] | None:
+        return {self.settings.request_name} if self.settings else None
+
+    def judge(self, win) -> Verdict:
+        row = stage_row(self.aggregate, win, self.names(), self.settings.criteria, open_loop=True)
+        return Verdict(ready=True, sustained=bool(row["sustained"]))
+
+    def _start_drainer(self) -> None:
+        if self._drainer is None or self._drainer.dead:
+            self._drainer = gevent.spawn(self._drain_loop)
+
+    def _drain_loop(self) -> None:
+        while True:
+            gevent.sleep(1.0)
+            if self.process is not None:
+                self.aggregate.merge(self.process.recorder.drain(), LOCAL)
+
+    def flush_local(self) -> None:
+        def run() -> None:
+            proc = self.process
+            deadline = perf_counter() + self.settings.drain_timeout_s + 5
+            while proc is not None and proc.engine is not None and not proc.engine_done and perf_counter() < deadline:
+                gevent.sleep(0.1)
+            if proc is not None:
+                self.aggregate.merge(proc.recorder.drain(), LOCAL)
+            if self.controller is not None:
+                self.controller.on_final(LOCAL)
+
+        gevent.spawn(run)
+
+    def build(self) -> dict:
+        s, c = self.settings, self.controller
+        if not s.open_loop and c.plan.stages:
+            last = c.plan.stages[-1]
+            last.hold_end_s = max(last.hold_start_s + 1, min(last.hold_end_s, c.elapsed()))
+        t = s.target
+        self.results = build_results(
+            agg=self.aggregate, stages=c.plan.stages, names=self.names(), criteria=s.criteria,
+            target={"host": t.safe_host, "protocol": t.protocol, "kind": t.kind, "name": t.name},
+            mode=s.mode, workers=max((w["workers"] for w in c.workers_timeline), default=1) if self.is_master else 0,
+            workers_timeline=c.workers_timeline, max_failure_ratio=s.max_failure_ratio,
+            min_saturation_rps=s.min_saturation_rps,
+            notes=[c.stop_reason] if c.stop_reason else [],
+        )
+        return self.results
+
+
+class _Channel:
+    """How the controller reaches the engines: Locust messages, or direct calls locally."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def engines(self) -> list[str]:
+        r = self.session.runner
+        if isinstance(r, MasterRunner):
+            return [c.id for c in r.clients.values() if c.state != STATE_MISSING]
+        return [LOCAL]
+
+    def publish(self, engine_id: str, message: dict) -> None:
+        message["test_id"] = self.session.test_id
+        if engine_id == LOCAL:
+            _on_plan_message(self.session, message)
+        else:
+            self.session.runner.send_message(PLAN, message, client_id=engine_id)
+
+    def request_flush(self) -> None:
+        if self.session.is_master:
+            self.session.runner.send_message(FLUSH, {"test_id": self.session.test_id})
+        else:
+            self.session.flush_local()
+
+
+def _on_plan_message(session: Session, message: dict) -> None:
+    if session.process is None:
+        session.pending_plan = message
+    else:
+        session.process.on_plan(message)
+
+
+class SeldonLoadShape(LoadTestShape):
+    """Drives every seldon-load test: open-loop stages/auto search, or closed-loop users."""
+
+    def tick(self):
+        session: Session = self.runner.environment.seldon_load
+        if session.controller is None or session.controller.done:
+            if session.controller is not None and session.controller.done:
+                return None
+            try:
+                session.new_controller()
+            except SeldonLoadError as exc:
+                log.error("%s", exc)
+                return None
+        answer = session.controller.tick()
+        if answer is None:
+            return None
+        count, rate = answer
+        cls = OpenLoopUser if session.settings.open_loop else OIPUser
+        return count, rate, [cls]
+
+
+# ---- events -------------------------------------------------------------------------------
+@events.init_command_line_parser.add_listener
+def _add_options(parser, **_kw) -> None:
+    add_arguments(parser)
+
+
+def _fail(msg: str) -> None:
+    sys.stderr.write(f"seldon-load: error: {msg}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+@events.init.add_listener
+def _on_init(environment, **_kw) -> None:
+    session = Session(environment)
+    environment.seldon_load = session
+    runner = environment.runner
+    if runner is None:
+        return
+    ev = environment.events
+    ev.report_to_master.add_listener(lambda client_id, data, **kw: _on_report_to_master(session, data))
+    ev.worker_report.add_listener(lambda client_id, data, **kw: _on_worker_report(session, client_id, data))
+    ev.test_start.add_listener(lambda **kw: _on_test_start(session))
+    ev.test_stop.add_listener(lambda **kw: _on_test_stop(session))
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(PLAN, lambda env, msg, **kw: _on_plan_message(session, msg.data))
+        runner.register_message(FLUSH, lambda env, msg, **kw: gevent.spawn(_worker_flush, session, msg.data))
+        return
+    opts = environment.parsed_options
+    headless = bool(getattr(opts, "headless", False))
+    try:
+        settings = session.load_settings()
+        if headless and not isinstance(runner, MasterRunner):
+            session.ensure_process().preflight()
+        elif headless:
+            probe = ProcessState(environment, settings, "preflight")
+            try:
+                probe.preflight()
+            finally:
+                probe.close()
+    except SeldonLoadError as exc:
+        if headless:
+            _fail(str(exc))
+        log.warning("%s (fix it in the form before starting)", exc)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(FINAL, lambda env, msg, **kw: _on_final(session, msg))
+    if environment.web_ui:
+        from seldon_load.report.webui import install
+
+        install(environment, session)
+    if headless:
+        gevent.spawn(_progress_loop, session)
+
+
+def _worker_flush(session: Session, data: dict) -> None:
+    proc = session.process
+    if proc is not None and proc.test_id == data.get("test_id"):
+        deadline = perf_counter() + proc.settings.drain_timeout_s + 5
+        while proc.engine is not None and not proc.engine_done and perf_counter() < deadline:
+            gevent.sleep(0.1)
+    report = proc.recorder.drain() if proc is not None else None
+    session.runner.send_message(FINAL, {"test_id": data.get("test_id"), "report": report})
+
+
+def _on_final(session: Session, msg) -> None:
+    data = msg.data or {}
+    if data.get("test_id") != session.test_id or session.controller is None:
+        return
+    if data.get("report") is not None:
+        session.aggregate.merge(data["report"], msg.node_id)
+    session.controller.on_final(msg.node_id)
+
+
+def _on_report_to_master(session: Session, data: dict) -> None:
+    if session.process is not None:
+        data["seldon_load"] = session.process.recorder.drain()
+
+
+def _on_worker_report(session: Session, client_id: str, data: dict) -> None:
+    if "seldon_load" in data and session.controller is not None:
+        session.aggregate.merge(data["seldon_load"], client_id)
+
+
+def _on_test_start(session: Session) -> None:
+    env = session.environment
+    if not session.is_worker and env.shape_class is None:
+        # plain `locust -u N` without our shape: a closed-loop controller for the results
+        try:
+            session.new_controller().start()
+        except SeldonLoadError as exc:
+            log.error("%s", exc)
+    if session.is_master:
+        return
+    try:
+        session.ensure_process()
+    except SeldonLoadError as exc:
+        log.error("%s", exc)
+
+
+def _on_test_stop(session: Session) -> None:
+    environment = session.environment
+    if session.is_worker or session.controller is None or session.results is not None:
+        return
+    if not session.is_master and session.process is not None:
+        session.aggregate.merge(session.process.recorder.drain(), LOCAL)
+    from seldon_load.report.outputs import publish
+
+    results = session.build()
+    publish(results, session.settings.results_dir, headless=bool(getattr(environment.parsed_options, "headless", False)))
+    environment.process_exit_code = 0 if results["passed"] else 1
+
+
+def _progress_loop(session: Session) -> None:
+    while True:
+        gevent.sleep(5.0)
+        c = session.controller
+        if c is None or c.t0 is None or c.done:
+            continue
+        try:
+            print(_progress_line(session), flush=True)
+        except Exception as exc:  # progress is cosmetic; never let it end the test
+            log.debug("progress: %s", exc)
+
+
+def _progress_line(session: Session) -> str:
+    """Current stage, target vs achieved rate, p99 and failures over the last 3 seconds."""
+    c = session.controller
+    el = c.elapsed()
+    now = int(el)
+    s = session.aggregate.summarize(max(0, now - 4), max(1, now - 1), session.names())
+    stage, phase = c.plan.where(el)
+    total = len(c.plan.stages)
+    target = c.plan.rate_at(el) if session.settings.open_loop else None
+    p99 = s.latency.percentile(99) / 1000.0 if s.latency.count else None
+    parts = [f"[seldon-load] t={el:5.0f}s stage {stage + 1}/{total}{'+' if not c.plan.final else ''} {phase or 'end':6}"]
+    if target is not None:
+        parts.append(f"target {target:7.1f} rps")
+    else:
+        parts.append(f"users {c.users_at(el)}")
+    parts.append(f"achieved {s.achieved_rps:7.1f} rps")
+    parts.append(f"p99 {p99:8.1f} ms" if p99 is not None else "p99        - ms")
+    parts.append(f"failures {s.failures} dropped {s.dropped} workers {len(c.engine_ids)}")
+    return "  ".join(parts)

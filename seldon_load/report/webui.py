@@ -1,0 +1,71 @@
+"""A "Saturation" tab in Locust's web UI: the live stage table and the current verdict.
+
+Locust's React UI renders extra tabs from ``extended_tabs``/``extended_tables`` template
+arguments and fills them from an ``extended_stats`` entry of ``/stats/requests``. React
+escapes every text it renders; values are plain strings and numbers here.
+"""
+
+from __future__ import annotations
+
+import json
+
+KEY = "seldon-saturation"
+
+COLUMNS = [
+    ("stage", "Stage"), ("target_rps", "Target RPS"), ("achieved_rps", "Achieved RPS"),
+    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("failures", "Failures"), ("dropped", "Dropped"),
+    ("verdict", "Verdict"), ("reasons", "Why"),
+]
+
+
+def live_rows(session) -> list[dict]:
+    from seldon_load.analyze.saturation import saturation
+    from seldon_load.analyze.stages import stage_table
+
+    c = session.controller
+    if c is None or c.t0 is None or session.settings is None:
+        return []
+    rows = stage_table(session.aggregate, c.plan.stages, session.names(), session.settings.criteria,
+                       session.settings.open_loop, until_s=c.elapsed())
+    out = []
+    for r in rows:
+        verdict = {True: "sustained", False: "NOT sustained", None: "-"}[r.get("sustained")]
+        out.append({
+            "stage": str(r["index"]), "target_rps": r["target_rps"] if r["target_rps"] is not None else "-",
+            "achieved_rps": r["achieved_rps"], "p50_ms": r["latency_ms"].get("p50"),
+            "p99_ms": r["latency_ms"].get("p99"), "failures": r["failures"], "dropped": r["dropped"],
+            "verdict": verdict, "reasons": "; ".join(r["reasons"]),
+        })
+    sat = saturation(rows, session.settings.criteria)
+    if sat.get("inconclusive_reason") and session.settings.open_loop:
+        text = f"INCONCLUSIVE: {sat['inconclusive_reason']}"
+    elif sat.get("saturated"):
+        text = (f"saturation point {sat['max_sustainable_rps']} rps; recommended {sat['recommended_rps']} rps"
+                if sat.get("max_sustainable_rps") else "saturated at the first stage")
+    else:
+        text = "not saturated so far"
+    out.append({"stage": "verdict", "target_rps": "", "achieved_rps": "", "p50_ms": "", "p99_ms": "",
+                "failures": "", "dropped": "", "verdict": text, "reasons": ""})
+    return out
+
+
+def install(environment, session) -> None:
+    web_ui = environment.web_ui
+    web_ui.template_args["extended_tabs"] = [{"title": "Saturation", "key": KEY}]
+    web_ui.template_args["extended_tables"] = [
+        {"key": KEY, "structure": [{"key": k, "title": t} for k, t in COLUMNS]}
+    ]
+
+    @web_ui.app.after_request
+    def _extend(response):
+        from flask import request
+
+        if request.path != "/stats/requests" or response.status_code != 200:
+            return response
+        try:
+            body = response.get_json()
+            body["extended_stats"] = [{"key": KEY, "data": live_rows(session)}]
+            response.set_data(json.dumps(body))
+        except Exception:  # the tab is a view; never break Locust's own stats endpoint
+            pass
+        return response

@@ -1,0 +1,253 @@
+"""The plugin's options, as Locust options, and their validation into one settings object.
+
+Registered on Locust's parser so they work alike on the command line, in ``locust.conf``,
+as ``LOCUST_*`` environment variables and in the web UI form. ``Settings.from_options``
+checks everything a user can get wrong and raises ``ConfigError`` with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from seldon_load.analyze.stages import Criteria
+from seldon_load.errors import ConfigError
+from seldon_load.load.arrivals import POISSON, UNIFORM
+from seldon_load.load.auto import AutoConfig
+from seldon_load.load.plan import Stage, parse_duration, parse_stages
+from seldon_load.oip.target import Target, parse_target
+
+_HEADER = re.compile(r"^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*:\s*(.*?)\s*$")
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def add_arguments(parser) -> None:
+    """Register seldon-load's options on Locust's (configargparse) parser."""
+    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load target", "What to test (Open Inference Protocol)"
+    g.add_argument("--model", default="", include_in_web_ui=True, help="Model name, e.g. --model synth-5ms")
+    g.add_argument("--pipeline", default="", include_in_web_ui=True,
+                   help="Seldon Core 2 pipeline name (sends seldon-model: NAME.pipeline)")
+    g.add_argument("--protocol", default="", choices=["", "rest", "grpc"], include_in_web_ui=True,
+                   help="rest or grpc (default: from --host: http(s):// is REST, grpc(s):// or host:port is gRPC)")
+    g.add_argument("--payload", default="", include_in_web_ui=True,
+                   help="OIP JSON request file (default: synthesised from the model's metadata)")
+    g.add_argument("--batch-size", type=int, default=1, include_in_web_ui=True,
+                   help="Fills -1 (batch) dimensions when synthesising a payload, e.g. --batch-size 8")
+    g.add_argument("--payload-variants", type=int, default=8, include_in_web_ui=False,
+                   help="Distinct random payloads to rotate through (avoids cache effects)")
+    g.add_argument("--binary", action="store_true", default=False, include_in_web_ui=False,
+                   help="REST: use the binary tensor data extension")
+    g.add_argument("--grpc-typed", action="store_true", default=False, include_in_web_ui=False,
+                   help="gRPC: send typed contents instead of raw_input_contents")
+    g.add_argument("--header", action="append", default=[], include_in_web_ui=False,
+                   help="Extra request header, repeatable: --header 'Authorization: Bearer X'. Never logged")
+    g.add_argument("--request-timeout", type=float, default=30.0, include_in_web_ui=False,
+                   help="Per-request timeout in seconds")
+    g.add_argument("--pipeline-path", action="store_true", default=False, include_in_web_ui=False,
+                   help="REST: call /v2/pipelines/NAME/infer instead of /v2/models/NAME/infer")
+    g.add_argument("--ca-file", default="", include_in_web_ui=False, help="TLS: CA bundle for the target")
+    g.add_argument("--cert-file", default="", include_in_web_ui=False, help="TLS: client certificate")
+    g.add_argument("--key-file", default="", include_in_web_ui=False, help="TLS: client key")
+
+    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load load", "How load is offered"
+    g.add_argument("--stages", default="", include_in_web_ui=True,
+                   help="Open-loop RPS stages RPS:RAMP:HOLD,... e.g. 50:10s:30s,100:10s:30s")
+    g.add_argument("--auto", action="store_true", default=False, include_in_web_ui=True,
+                   help="Find the saturation point automatically (geometric rise, then bisection)")
+    g.add_argument("--max-rps", type=float, default=2000.0, include_in_web_ui=True,
+                   help="Ceiling for --auto; never exceeded")
+    g.add_argument("--auto-start-rps", type=float, default=10.0, include_in_web_ui=False,
+                   help="First rate of --auto")
+    g.add_argument("--auto-precision", type=float, default=0.05, include_in_web_ui=False,
+                   help="--auto stops when the bracket is within this fraction (0.05 = 5%%)")
+    g.add_argument("--auto-hold", default="15s", include_in_web_ui=False, help="--auto hold per rising stage")
+    g.add_argument("--auto-narrow-hold", default="10s", include_in_web_ui=False,
+                   help="--auto hold per narrowing stage")
+    g.add_argument("--auto-budget", default="10m", include_in_web_ui=False, help="--auto time budget")
+    g.add_argument("--sweep", default="", include_in_web_ui=False,
+                   help="Closed-loop concurrency sweep USERS:HOLD,... e.g. 1:20s,4:20s,16:20s")
+    g.add_argument("--arrival", default=UNIFORM, choices=[UNIFORM, POISSON], include_in_web_ui=False,
+                   help="Arrival process of open-loop load")
+    g.add_argument("--max-in-flight", type=int, default=1000, include_in_web_ui=False,
+                   help="Per worker process: arrivals beyond this many outstanding requests are dropped")
+    g.add_argument("--settle", default="2s", include_in_web_ui=False,
+                   help="Start of each hold excluded from the stage's numbers")
+    g.add_argument("--drain-timeout", default="10s", include_in_web_ui=False,
+                   help="How long to wait for answers after the last arrival")
+    g.add_argument("--no-locust-stats", action="store_true", default=False, include_in_web_ui=False,
+                   help="Do not feed Locust's own request statistics (saves CPU per request)")
+
+    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load results", "Verdicts, thresholds and outputs"
+    g.add_argument("--results", default="results/latest", include_in_web_ui=False,
+                   help="Directory for results.json, stages.csv and report.html")
+    g.add_argument("--slo-p99", type=float, default=None, include_in_web_ui=True,
+                   help="p99 latency SLO in ms: a stage above it is not sustained; also a threshold")
+    g.add_argument("--max-failure-ratio", type=float, default=None, include_in_web_ui=False,
+                   help="Threshold: fail (exit 1) if more than this fraction of requests failed")
+    g.add_argument("--min-saturation-rps", type=float, default=None, include_in_web_ui=False,
+                   help="Threshold: fail (exit 1) if the saturation point is below this rate")
+    g.add_argument("--min-achieved-ratio", type=float, default=0.95, include_in_web_ui=False,
+                   help="Criterion: achieved/target rate a sustained stage needs")
+    g.add_argument("--max-error-ratio", type=float, default=0.01, include_in_web_ui=False,
+                   help="Criterion: failed+dropped fraction a sustained stage may have")
+    g.add_argument("--max-latency-trend", type=float, default=1.5, include_in_web_ui=False,
+                   help="Criterion: median latency may grow at most this factor through a hold")
+    g.add_argument("--max-send-lag-ms", type=float, default=10.0, include_in_web_ui=False,
+                   help="Generator health: p99 send lag above this flags the generator, not the server")
+    g.add_argument("--recommended-fraction", type=float, default=0.8, include_in_web_ui=False,
+                   help="Recommended operating rate as a fraction of the saturation point")
+
+    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load pipelines", "Per-step latencies of Seldon pipelines"
+    g.add_argument("--pipeline-spec", default="", include_in_web_ui=False,
+                   help="Seldon Pipeline YAML (steps, critical path)")
+    g.add_argument("--metrics-url", action="append", default=[], include_in_web_ui=False,
+                   help="Prometheus endpoint scraped at stage boundaries, repeatable")
+    g.add_argument("--prometheus-url", default="", include_in_web_ui=False,
+                   help="Prometheus server (query API) instead of scraping endpoints")
+
+
+def parse_headers(items: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in items or []:
+        m = _HEADER.match(item)
+        if not m:
+            # never echo the value: it may be a secret
+            name = item.split(":", 1)[0].strip()[:40]
+            raise ConfigError(f"invalid --header {name!r}...: expected 'Name: value'")
+        headers[m.group(1).lower()] = m.group(2)
+    return headers
+
+
+def parse_sweep(text: str) -> list[tuple[int, float]]:
+    out = []
+    for i, part in enumerate(text.split(",")):
+        fields = part.strip().split(":")
+        if len(fields) != 2 or not fields[0].strip().isdigit() or int(fields[0]) < 1:
+            raise ConfigError(f"invalid sweep step {i + 1} {part.strip()!r}: expected USERS:HOLD, e.g. 4:30s")
+        out.append((int(fields[0]), parse_duration(fields[1], f"hold of sweep step {i + 1}")))
+    return out
+
+
+def _check_url(url: str, what: str) -> str:
+    p = urlparse(url)
+    if p.scheme not in ("http", "https") or not p.netloc:
+        raise ConfigError(f"invalid {what} {url!r}: expected http(s)://host:port/path")
+    return url
+
+
+def _check_file(path: str, what: str) -> str:
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"{what} {path!r}: no such file")
+    if path and not os.access(path, os.R_OK):
+        raise ConfigError(f"{what} {path!r}: not readable")
+    return path
+
+
+@dataclass
+class Settings:
+    target: Target
+    headers: dict[str, str]
+    mode: str
+    stages: list[Stage] = field(default_factory=list)
+    auto: AutoConfig | None = None
+    sweep: list[tuple[int, float]] = field(default_factory=list)
+    users: int = 1
+    spawn_rate: float = 10.0
+    run_time_s: float | None = None
+    payload: str = ""
+    batch_size: int = 1
+    payload_variants: int = 8
+    binary: bool = False
+    grpc_raw: bool = True
+    timeout_s: float = 30.0
+    tls: dict = field(default_factory=dict)
+    arrival: str = UNIFORM
+    max_in_flight: int = 1000
+    drain_timeout_s: float = 10.0
+    locust_stats: bool = True
+    results_dir: str = "results/latest"
+    criteria: Criteria = field(default_factory=Criteria)
+    max_failure_ratio: float | None = None
+    min_saturation_rps: float | None = None
+    pipeline_spec: str = ""
+    metrics_urls: list[str] = field(default_factory=list)
+    prometheus_url: str = ""
+
+    @property
+    def open_loop(self) -> bool:
+        return self.mode in ("stages", "auto")
+
+    @property
+    def request_name(self) -> str:
+        return f"{self.target.protocol} infer {self.target.display_name}"
+
+    @classmethod
+    def from_options(cls, o) -> Settings:
+        host = getattr(o, "host", "") or ""
+        if not host:
+            raise ConfigError("no --host given: e.g. --host http://127.0.0.1:8080 or --host 127.0.0.1:8081")
+        target = parse_target(host, o.model or None, o.pipeline or None, o.protocol or None,
+                              pipeline_path=bool(o.pipeline_path))
+        headers = parse_headers(o.header)
+        modes = [m for m, on in (("auto", o.auto), ("stages", bool(o.stages)), ("sweep", bool(o.sweep))) if on]
+        if len(modes) > 1:
+            raise ConfigError(f"choose one of --auto, --stages, --sweep (got {', '.join('--' + m for m in modes)})")
+        mode = modes[0] if modes else "closed"
+        s = cls(target=target, headers=headers, mode=mode)
+        if mode == "stages":
+            s.stages = parse_stages(o.stages)
+        elif mode == "auto":
+            if o.max_rps is None or o.max_rps <= 0:
+                raise ConfigError("--max-rps must be > 0")
+            s.auto = AutoConfig(start_rps=min(o.auto_start_rps, o.max_rps), max_rps=o.max_rps,
+                                precision=o.auto_precision,
+                                hold_s=parse_duration(o.auto_hold, "--auto-hold"),
+                                narrow_hold_s=parse_duration(o.auto_narrow_hold, "--auto-narrow-hold"),
+                                budget_s=parse_duration(o.auto_budget, "--auto-budget")).validate()
+        elif mode == "sweep":
+            s.sweep = parse_sweep(o.sweep)
+        s.users = int(getattr(o, "num_users", None) or 1)
+        s.spawn_rate = float(getattr(o, "spawn_rate", None) or 10.0)
+        s.run_time_s = float(o.run_time) if getattr(o, "run_time", None) else None
+        s.payload = _check_file(o.payload, "--payload")
+        if s.payload and os.path.getsize(s.payload) > MAX_PAYLOAD_BYTES:
+            raise ConfigError(f"--payload {s.payload!r}: larger than {MAX_PAYLOAD_BYTES // 2**20} MiB")
+        if o.batch_size < 1 or o.batch_size > 1_000_000:
+            raise ConfigError(f"--batch-size must be between 1 and 1000000 (got {o.batch_size})")
+        s.batch_size = o.batch_size
+        if o.payload_variants < 1 or o.payload_variants > 1024:
+            raise ConfigError("--payload-variants must be between 1 and 1024")
+        s.payload_variants = o.payload_variants
+        s.binary, s.grpc_raw = bool(o.binary), not o.grpc_typed
+        if o.request_timeout <= 0:
+            raise ConfigError("--request-timeout must be > 0")
+        s.timeout_s = o.request_timeout
+        s.tls = {k: _check_file(v, f"--{k.replace('_', '-')}") for k, v in
+                 (("ca_file", o.ca_file), ("cert_file", o.cert_file), ("key_file", o.key_file)) if v}
+        if bool(o.cert_file) != bool(o.key_file):
+            raise ConfigError("--cert-file and --key-file go together")
+        s.arrival = o.arrival
+        if o.max_in_flight < 1:
+            raise ConfigError("--max-in-flight must be >= 1")
+        s.max_in_flight = o.max_in_flight
+        s.drain_timeout_s = parse_duration(o.drain_timeout, "--drain-timeout")
+        s.locust_stats = not o.no_locust_stats
+        s.results_dir = o.results or "results/latest"
+        for name in ("min_achieved_ratio", "max_error_ratio", "recommended_fraction"):
+            v = getattr(o, name)
+            if not (0 <= v <= 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {v})")
+        if o.slo_p99 is not None and o.slo_p99 <= 0:
+            raise ConfigError("--slo-p99 must be > 0 (milliseconds)")
+        s.criteria = Criteria(min_achieved_ratio=o.min_achieved_ratio, max_error_ratio=o.max_error_ratio,
+                              max_latency_trend=o.max_latency_trend, slo_p99_ms=o.slo_p99,
+                              settle_s=parse_duration(o.settle, "--settle"),
+                              recommended_fraction=o.recommended_fraction, max_send_lag_ms=o.max_send_lag_ms)
+        s.max_failure_ratio = o.max_failure_ratio
+        s.min_saturation_rps = o.min_saturation_rps
+        s.pipeline_spec = _check_file(o.pipeline_spec, "--pipeline-spec")
+        s.metrics_urls = [_check_url(u, "--metrics-url") for u in o.metrics_url or []]
+        s.prometheus_url = _check_url(o.prometheus_url, "--prometheus-url") if o.prometheus_url else ""
+        return s

@@ -1,0 +1,448 @@
+"""Start, watch and stop the local Core-2-like target: one MLServer process on 127.0.0.1.
+
+The model repository is written into ``state_dir`` at each ``up()``; MLServer runs in its own
+process group so ``down()`` can stop it and anything it spawned by PID, from any process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import seldon_load
+from seldon_load.errors import ConfigError, TargetError
+from seldon_load.testbed.sklearn_model import write_iris_model
+
+PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
+SYNTH_RUNTIME = "seldon_load.testbed.synth.SynthModel"
+PIPELINE_RUNTIME = "seldon_load.testbed.pipeline_runtime.PipelineModel"
+STATE_FILE = "testbed.json"
+PID_FILE = "mlserver.pid"
+LOG_FILE = "mlserver.log"
+REPO_DIR = "repository"
+
+# name -> (service_time_ms, mode, n_inputs)
+SYNTH_MODELS: dict[str, tuple[float, str, int]] = {
+    "synth-1ms": (1.0, "wait", 1),
+    "synth-2ms": (2.0, "wait", 1),
+    "synth-3ms": (3.0, "wait", 1),
+    "synth-5ms": (5.0, "wait", 1),
+    "synth-8ms": (8.0, "wait", 1),
+    "synth-10ms": (10.0, "wait", 1),
+    "synth-busy-2ms": (2.0, "busy", 1),
+    "join-1ms": (1.0, "wait", 2),
+}
+IRIS_MODEL = "iris"
+# pipeline name -> spec file in PIPELINES_DIR
+PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml"}
+MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, IRIS_MODEL, *PIPELINES)
+
+
+@dataclass
+class TestbedConfig:
+    """Where the testbed listens and keeps its files."""
+
+    __test__ = False  # not a pytest test class
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    metrics_port: int = 8082
+    state_dir: str = ".testbed"
+    parallel_workers: int = 0
+    stage_overhead_ms: float = 2.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class Testbed:
+    """One MLServer serving synthetic models, an sklearn model and Seldon pipelines."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, config: TestbedConfig | None = None) -> None:
+        self.config = config or TestbedConfig()
+        self.state_dir = Path(self.config.state_dir).resolve()
+        self._process: subprocess.Popen[bytes] | None = None
+        self.models: list[str] = self._saved_models() or list(MODEL_NAMES)
+
+    @classmethod
+    def for_tests(cls, tmpdir: str | os.PathLike[str]) -> Testbed:
+        """A testbed on free loopback ports with its state in tmpdir."""
+        socks = []
+        try:
+            for _ in range(3):  # hold all three so they differ
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind(("127.0.0.1", 0))
+                socks.append(sock)
+            http_port, grpc_port, metrics_port = (int(s.getsockname()[1]) for s in socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        return cls(
+            TestbedConfig(
+                http_port=http_port,
+                grpc_port=grpc_port,
+                metrics_port=metrics_port,
+                state_dir=str(Path(tmpdir) / "testbed"),
+            )
+        )
+
+    @classmethod
+    def from_state_dir(cls, state_dir: str | os.PathLike[str], **overrides: Any) -> Testbed:
+        """The testbed last started from state_dir (its ports), or the defaults; ``overrides``
+        (TestbedConfig fields, None = keep) win. For status/down from another process."""
+        fields = {"state_dir": str(state_dir)}
+        try:
+            saved = json.loads((Path(state_dir) / STATE_FILE).read_text())["config"]
+            fields = {**{k: v for k, v in saved.items() if k in TestbedConfig.__dataclass_fields__}, **fields}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(TestbedConfig(**fields))
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.config.host}:{self.config.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running MLServer started from this state_dir, if any."""
+        try:
+            pid = int((self.state_dir / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_our_server(pid) else None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def up(self, timeout_s: float = 90.0) -> None:
+        """Write the model repository, start MLServer and wait until every model is ready."""
+        running = self.pid
+        if running is not None:
+            raise TargetError(
+                f"a testbed is already running from {self.state_dir} (pid {running}); stop it first"
+            )
+        cfg = self.config
+        if len({cfg.http_port, cfg.grpc_port, cfg.metrics_port}) != 3:
+            raise ConfigError(
+                f"testbed ports must differ (http {cfg.http_port}, grpc {cfg.grpc_port}, metrics {cfg.metrics_port})"
+            )
+        for what, port in (("http", cfg.http_port), ("grpc", cfg.grpc_port), ("metrics", cfg.metrics_port)):
+            if _port_in_use(cfg.host, port):
+                raise TargetError(f"testbed {what} port {cfg.host}:{port} is already in use; pick another")
+        repo = self._write_repository()
+        env = dict(os.environ)
+        package_root = str(Path(seldon_load.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                [*_mlserver_command(), "start", str(repo)],
+                cwd=self.state_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: down() signals the whole group
+            )
+        (self.state_dir / PID_FILE).write_text(str(self._process.pid))
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self, timeout_s: float = 15.0) -> bool:
+        """Stop MLServer and everything it spawned; True if something was running."""
+        pid = self.pid
+        if pid is None:
+            self._reap()
+            (self.state_dir / PID_FILE).unlink(missing_ok=True)
+            return False
+        try:
+            _stop_group(pid, timeout_s, self._poll)
+        finally:
+            self._reap()
+        (self.state_dir / PID_FILE).unlink(missing_ok=True)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """Running?, PID, URLs and which models report ready."""
+        pid = self.pid
+        models: dict[str, bool] = {}
+        if pid is not None:
+            models = {name: self._model_ready(name) for name in self.models}
+        return {
+            "running": pid is not None,
+            "pid": pid,
+            "ready": pid is not None and all(models.values()),
+            "rest_url": self.rest_url,
+            "grpc_target": self.grpc_target,
+            "metrics_url": self.metrics_url,
+            "state_dir": str(self.state_dir),
+            "log": str(self.log_path),
+            "models": models,
+        }
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _write_repository(self) -> Path:
+        cfg = self.config
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        repo = self.state_dir / REPO_DIR
+        self.models = list(MODEL_NAMES)
+        if repo.exists():
+            for child in repo.iterdir():  # keep the trained iris model, drop stale settings
+                if child.is_dir() and child.name != IRIS_MODEL:
+                    shutil.rmtree(child)
+        repo.mkdir(exist_ok=True)
+        settings = {
+            "debug": False,
+            "host": cfg.host,
+            "http_port": cfg.http_port,
+            "grpc_port": cfg.grpc_port,
+            "metrics_port": cfg.metrics_port,
+            "metrics_endpoint": "/metrics",
+            "metrics_dir": str(self.state_dir / "metrics"),
+            "environments_dir": str(self.state_dir / "envs"),
+            "parallel_workers": cfg.parallel_workers,
+            "load_models_at_startup": True,
+            "server_name": "seldon-load-testbed",
+        }
+        _write_json(repo / "settings.json", settings)
+        for name, (service_time_ms, mode, n_inputs) in SYNTH_MODELS.items():
+            _write_json(repo / name / "model-settings.json", _synth_settings(name, service_time_ms, mode, n_inputs))
+        write_iris_model(repo / IRIS_MODEL)
+        for name, spec_file in PIPELINES.items():
+            spec_path = PIPELINES_DIR / spec_file
+            if spec_path.is_file():
+                _write_json(repo / name / "model-settings.json", self._pipeline_settings(name, spec_path))
+            else:
+                self.models.remove(name)
+        state = {"config": asdict(cfg), "models": self.models}
+        _write_json(self.state_dir / STATE_FILE, state)
+        return repo
+
+    def _pipeline_settings(self, name: str, spec_path: Path) -> dict[str, Any]:
+        return {
+            "name": name,
+            "implementation": PIPELINE_RUNTIME,
+            "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 4]}],
+            "parameters": {
+                "version": "v1",
+                "extra": {
+                    "spec": str(spec_path),
+                    "pipeline": name,
+                    "grpc_target": self.grpc_target,
+                    "stage_overhead_ms": self.config.stage_overhead_ms,
+                },
+            },
+        }
+
+    def _saved_models(self) -> list[str] | None:
+        try:
+            return list(json.loads((self.state_dir / STATE_FILE).read_text())["models"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        cfg = self.config
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.models)
+        while True:
+            assert self._process is not None
+            code = self._process.poll()
+            if code is not None:
+                raise TargetError(f"testbed MLServer exited with code {code} during start-up: {self._log_tail()}")
+            if _http_ok(f"{self.rest_url}/v2/health/ready"):
+                pending = [name for name in pending if not self._model_ready(name)]
+                if not pending and all(_tcp_open(cfg.host, p) for p in (cfg.grpc_port, cfg.metrics_port)):
+                    return
+            if time.monotonic() > deadline:
+                raise TargetError(
+                    f"testbed not ready after {timeout_s:.0f} s (waiting for {', '.join(pending)}): "
+                    f"{self._log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _model_ready(self, name: str) -> bool:
+        return _http_ok(f"{self.rest_url}/v2/models/{name}/ready")
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """The log's last error lines (or its last lines), on one line, and where the log is."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return f"(no log at {self.log_path})"
+        all_lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in all_lines if re.match(r"[\w.]*(Error|Exception)\b|.*\] ERROR ", line)]
+        picked = list(dict.fromkeys(errors))[-3:] if errors else all_lines[-lines:]
+        return f"{' | '.join(picked) or '(empty log)'} (log: {self.log_path})"
+
+    def _poll(self) -> None:
+        if self._process is not None:
+            self._process.poll()
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._process = None
+
+
+def _synth_settings(name: str, service_time_ms: float, mode: str, n_inputs: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "implementation": SYNTH_RUNTIME,
+        "inputs": [{"name": f"INPUT{i}", "datatype": "FP32", "shape": [-1, 4]} for i in range(n_inputs)],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 4]}],
+        "parameters": {
+            "version": "v1",
+            "extra": {"service_time_ms": service_time_ms, "mode": mode, "output_width": 4, "n_inputs": n_inputs},
+        },
+    }
+
+
+def _mlserver_command() -> list[str]:
+    script = Path(sys.executable).parent / "mlserver"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from mlserver.cli.main import main; sys.exit(main())"]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _is_our_server(pid: int) -> bool:
+    """True if pid is alive and is an MLServer (guards against a recycled PID)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return "mlserver" in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _stop_group(pid: int, timeout_s: float, poll: Callable[[], object]) -> None:
+    """Stop MLServer and every descendant: SIGTERM to MLServer alone first (it shuts its worker
+    pool down itself; signalling workers too makes its shutdown race), then SIGTERM and finally
+    SIGKILL to the process group and every descendant still alive."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    phases = ((signal.SIGTERM, False, timeout_s), (signal.SIGTERM, True, 3.0), (signal.SIGKILL, True, 5.0))
+    for sig, whole_group, wait_s in phases:
+        _signal(pid, procs, sig, whole_group)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            poll()  # reaps our own child once it exits
+            if not any(_alive(p) for p in procs) and not _group_alive(pid):
+                return
+            time.sleep(0.05)
+    raise TargetError(f"testbed process group {pid} survived SIGKILL")
+
+
+def _signal(pgid: int, procs: list[psutil.Process], sig: int, whole_group: bool) -> None:
+    if not whole_group:
+        try:
+            os.kill(pgid, sig)
+        except ProcessLookupError:
+            pass
+        return
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in procs:  # descendants that left the group
+        if _alive(proc):
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """A member of the group that is not a zombie (killpg(0) also succeeds for zombies)."""
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False

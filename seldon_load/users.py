@@ -1,0 +1,183 @@
+"""Locust users that speak the Open Inference Protocol over REST or gRPC.
+
+``OIPUser`` is closed loop (send, wait for the answer, send again): what plain Locust and
+concurrency sweeps do. ``OpenLoopUser`` is one per worker process and runs that process's
+share of the open-loop schedule (``load.engine``). Both report every call through Locust's
+``request`` event, named ``<protocol> infer <target>``, and record intended/sent/done times
+into the process's recorder for the results plugin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from time import perf_counter
+
+import gevent
+from locust import User, constant, task
+
+from seldon_load.errors import SeldonLoadError
+from seldon_load.load.engine import OpenLoopEngine, WorkerSchedule
+from seldon_load.load.plan import RatePlan
+from seldon_load.measure.recorder import Recorder
+from seldon_load.oip.payload import build_payload_pool
+from seldon_load.settings import Settings
+from seldon_load.transport import make_client
+from seldon_load.transport.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+
+class OIPFailure(Exception):
+    """What Locust's statistics show for a failed call: ``<kind>: <message>``."""
+
+
+class ProcessState:
+    """Per-process state shared by this process's users: one client, one payload pool."""
+
+    def __init__(self, environment, settings: Settings, worker_id: str = "local") -> None:
+        self.environment = environment
+        self.settings = settings
+        self.worker_id = worker_id
+        self.test_id: str | None = None
+        self.recorder = Recorder(perf_counter(), worker_id)
+        self.schedule = WorkerSchedule(settings.arrival, seed=hash(worker_id) & 0xFFFF)
+        self.engine: OpenLoopEngine | None = None
+        self.engine_done = False
+        self._client = None
+        self._pool = None
+        self.metadata: dict | None = None
+
+    def new_test(self, test_id: str) -> None:
+        """A new test on the same process: fresh clock, schedule and recorder."""
+        if self.engine is not None and not self.engine_done:
+            self.engine.stop()
+            self.engine.group.kill(block=False)
+        self.test_id = test_id
+        self.recorder = Recorder(perf_counter(), self.worker_id)
+        self.schedule = WorkerSchedule(self.settings.arrival, seed=hash(self.worker_id) & 0xFFFF)
+        self.engine = None
+        self.engine_done = False
+
+    def on_plan(self, message: dict) -> None:
+        """Adopt the controller's plan (and this process's share of it)."""
+        if message.get("test_id") != self.test_id:
+            self.new_test(message.get("test_id"))
+        first = self.schedule.t0 is None
+        self.schedule.update(RatePlan.from_wire(message["plan"]), float(message["elapsed_s"]),
+                             float(message["share"]), float(message["phase"]))
+        if first:
+            self.recorder.set_t0(self.schedule.t0)
+
+    @property
+    def client(self):
+        if self._client is None:
+            s = self.settings
+            pool = max(64, s.users if not s.open_loop else min(s.max_in_flight, 256))
+            self._client = make_client(s.target, headers=s.headers, timeout_s=s.timeout_s,
+                                       tls=_tls(s), pool_size=pool)
+        return self._client
+
+    @property
+    def pool(self):
+        if self._pool is None:
+            s = self.settings
+            if self.metadata is None and not s.payload:
+                self.metadata = self.client.model_metadata()
+            self._pool = build_payload_pool(s.target, self.metadata, payload_file=s.payload or None,
+                                            batch_size=s.batch_size, pool_size=s.payload_variants,
+                                            seed=os.getpid(), binary=s.binary, raw_grpc=s.grpc_raw)
+        return self._pool
+
+    def preflight(self) -> None:
+        """Reach the target, check the model, build the payload: errors end with exit 2."""
+        self.client.check_target()
+        _ = self.pool
+
+    def fire(self, name: str, start: float, done: float, out: Outcome) -> None:
+        if not self.settings.locust_stats:
+            return
+        self.environment.events.request.fire(
+            request_type="OIP", name=name, response_time=(done - start) * 1000.0,
+            response_length=out.response_bytes, context={},
+            exception=None if out.ok else OIPFailure(f"{out.error_kind}: {out.message or ''}".rstrip(": ")),
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _tls(s: Settings):
+    if not s.tls:
+        return None
+    from seldon_load.transport.tls import TlsConfig
+
+    return TlsConfig(ca_file=s.tls.get("ca_file"), cert_file=s.tls.get("cert_file"), key_file=s.tls.get("key_file"))
+
+
+def state_of(environment) -> ProcessState:
+    st = getattr(environment, "seldon_load", None)
+    if st is None:
+        raise RuntimeError("seldon-load plugin not initialised: import seldon_load.plugin in the locustfile")
+    return st.process
+
+
+class OIPUser(User):
+    """Closed loop: one inference call after another, ``--think-time`` apart (default none)."""
+
+    wait_time = constant(0)
+
+    @task
+    def infer(self) -> None:
+        st = state_of(self.environment)
+        try:
+            req = st.pool.next()
+        except SeldonLoadError as exc:
+            log.error("%s", exc)
+            gevent.sleep(1.0)
+            return
+        name = st.settings.request_name
+        t = perf_counter()
+        out = st.client.infer(req)
+        done = perf_counter()
+        st.recorder.record(name, t, t, done, out.error_kind, out.message)
+        st.fire(name, t, done, out)
+
+
+class OpenLoopUser(User):
+    """Runs this process's share of the open-loop schedule; one per worker process."""
+
+    wait_time = constant(0)
+
+    @task
+    def run_schedule(self) -> None:
+        st = state_of(self.environment)
+        if st.engine is not None or st.engine_done:
+            gevent.sleep(0.5)  # the schedule already runs (or ran) in this process
+            return
+        pool, client = st.pool, st.client
+        name = st.settings.request_name
+        next_req = pool.next
+        infer = client.infer
+
+        def send() -> Outcome:
+            return infer(next_req())
+
+        st.engine = OpenLoopEngine(
+            send=send, name=name, recorder=st.recorder, schedule=st.schedule,
+            max_in_flight=st.settings.max_in_flight, drain_timeout_s=st.settings.drain_timeout_s,
+            on_result=(lambda due, sent, done, out: st.fire(name, due, done, out)) if st.settings.locust_stats else None,
+        )
+        try:
+            st.engine.run()
+        finally:
+            st.recorder.note_in_flight(st.engine.max_seen_in_flight)
+            st.engine_done = True
+
+    def on_stop(self) -> None:
+        st = state_of(self.environment)
+        if st.engine is not None and not st.engine_done:
+            st.engine.stop()
+            st.engine.group.kill(block=True, timeout=5)
