@@ -24,7 +24,7 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from seldon_load.analyze.results import build_results
 from seldon_load.analyze.stages import stage_row
-from seldon_load.errors import SeldonLoadError
+from seldon_load.errors import ConfigError, SeldonLoadError
 from seldon_load.load.control import Controller, ControllerConfig, Verdict
 from seldon_load.measure.aggregate import Aggregate
 from seldon_load.settings import Settings, add_arguments
@@ -52,6 +52,7 @@ class Session:
         self.test_id: str | None = None
         self.results: dict | None = None
         self.master_cpu = 0.0
+        self.snapshots: list = []
         self._drainer = None
 
     @property
@@ -101,7 +102,36 @@ class Session:
         self.controller = Controller(cfg, _Channel(self), judge=self.judge)
         if not self.is_master:
             self._start_drainer()
+        self.snapshots = []
+        if s.metrics_urls or s.prometheus_url:
+            gevent.spawn(self._scrape_loop, self.controller)
         return self.controller
+
+    def scrape(self):
+        from seldon_load.analyze.metrics import query_prometheus, scrape_all
+
+        s = self.settings
+        if s.prometheus_url:
+            return query_prometheus(s.prometheus_url)
+        return scrape_all(s.metrics_urls)
+
+    def _scrape_loop(self, controller: Controller) -> None:
+        """Scrape server metrics at each stage's measured start and end (counter deltas)."""
+        done: set[tuple[int, str]] = set()
+        while not controller.done and self.controller is controller:
+            gevent.sleep(0.2)
+            if controller.t0 is None:
+                continue
+            el = controller.elapsed()
+            for win in list(controller.plan.stages):
+                start, end = win.measured(self.settings.criteria.settle_s)
+                for edge, at in (("start", start), ("end", end)):
+                    if (win.index, edge) not in done and el >= at:
+                        done.add((win.index, edge))
+                        try:
+                            self.snapshots.append((win.index, edge, self.scrape()))
+                        except SeldonLoadError as exc:
+                            log.warning("metrics scrape at stage %d %s failed: %s", win.index, edge, exc)
 
     def names(self) -> set[str] | None:
         return {self.settings.request_name} if self.settings else None
@@ -139,15 +169,45 @@ class Session:
             last = c.plan.stages[-1]
             last.hold_end_s = max(last.hold_start_s + 1, min(last.hold_end_s, c.elapsed()))
         t = s.target
+        pipeline = None
+        if s.pipeline_spec or self.snapshots:
+            from seldon_load.analyze.pipeline_results import pipeline_section
+
+            pipeline = pipeline_section(self.pipeline_spec(), self.snapshots, self._rows_for_pipeline())
         self.results = build_results(
             agg=self.aggregate, stages=c.plan.stages, names=self.names(), criteria=s.criteria,
             target={"host": t.safe_host, "protocol": t.protocol, "kind": t.kind, "name": t.name},
             mode=s.mode, workers=max((w["workers"] for w in c.workers_timeline), default=1) if self.is_master else 0,
             workers_timeline=c.workers_timeline, max_failure_ratio=s.max_failure_ratio,
             min_saturation_rps=s.min_saturation_rps,
-            notes=[c.stop_reason] if c.stop_reason else [],
+            notes=[c.stop_reason] if c.stop_reason else [], pipeline=pipeline,
         )
         return self.results
+
+    def _rows_for_pipeline(self) -> list[dict]:
+        from seldon_load.analyze.stages import stage_table
+
+        c = self.controller
+        return stage_table(self.aggregate, c.plan.stages, self.names(), self.settings.criteria,
+                           self.settings.open_loop)
+
+    def pipeline_spec(self):
+        """The pipeline of --pipeline-spec this test aims at (None without a spec)."""
+        s = self.settings
+        if not s.pipeline_spec:
+            return None
+        from seldon_load.analyze.pipeline_spec import read_pipelines
+
+        pipes = read_pipelines(s.pipeline_spec)
+        if s.target.kind == "pipeline":
+            for p in pipes:
+                if p.name == s.target.name:
+                    return p
+            raise ConfigError(f"--pipeline-spec {s.pipeline_spec!r} has no pipeline named {s.target.name!r}"
+                              f" (found: {', '.join(p.name for p in pipes) or 'none'})")
+        if len(pipes) != 1:
+            raise ConfigError(f"--pipeline-spec {s.pipeline_spec!r}: {len(pipes)} pipelines; give --pipeline NAME")
+        return pipes[0]
 
 
 class _Channel:
@@ -229,13 +289,16 @@ def _on_init(environment, **_kw) -> None:
     ev.test_start.add_listener(lambda **kw: _on_test_start(session))
     ev.test_stop.add_listener(lambda **kw: _on_test_stop(session))
     if isinstance(runner, WorkerRunner):
-        runner.register_message(PLAN, lambda env, msg, **kw: _on_plan_message(session, msg.data))
-        runner.register_message(FLUSH, lambda env, msg, **kw: gevent.spawn(_worker_flush, session, msg.data))
+        runner.register_message(PLAN, lambda environment, msg, **kw: _on_plan_message(session, msg.data))
+        runner.register_message(FLUSH, lambda environment, msg, **kw: gevent.spawn(_worker_flush, session, msg.data))
         return
     opts = environment.parsed_options
     headless = bool(getattr(opts, "headless", False))
     try:
         settings = session.load_settings()
+        session.pipeline_spec()
+        if settings.metrics_urls or settings.prometheus_url:
+            session.scrape()
         if headless and not isinstance(runner, MasterRunner):
             session.ensure_process().preflight()
         elif headless:
@@ -249,7 +312,7 @@ def _on_init(environment, **_kw) -> None:
             _fail(str(exc))
         log.warning("%s (fix it in the form before starting)", exc)
     if isinstance(runner, MasterRunner):
-        runner.register_message(FINAL, lambda env, msg, **kw: _on_final(session, msg))
+        runner.register_message(FINAL, lambda environment, msg, **kw: _on_final(session, msg))
     if environment.web_ui:
         from seldon_load.report.webui import install
 

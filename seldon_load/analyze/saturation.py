@@ -28,6 +28,11 @@ def saturation(rows: list[dict], criteria: Criteria) -> dict:
         out["inconclusive_reason"] = "closed-loop test: no offered rate to judge"
         return out
     out["max_tested_rps"] = max(r["target_rps"] for r in open_rows)
+    empty = [r for r in open_rows if not r.get("scheduled")]
+    open_rows = [r for r in open_rows if r.get("scheduled")]
+    if not open_rows:
+        out["inconclusive_reason"] = "no requests were measured in any stage"
+        return out
     generator_bad = [r for r in open_rows if not r.get("generator_healthy", True)]
     server_bad = [r for r in open_rows if r.get("sustained") is False and r.get("generator_healthy", True)]
     hi = min((r["target_rps"] for r in server_bad), default=None)
@@ -42,6 +47,8 @@ def saturation(rows: list[dict], criteria: Criteria) -> dict:
         best = max(r["target_rps"] for r in sustained)
         out["max_sustainable_rps"] = best
         out["recommended_rps"] = round(best * criteria.recommended_fraction, 3)
+    if empty:
+        out["inconclusive_reason"] = f"stage(s) {', '.join(str(r['index']) for r in empty)} had no measured requests"
     gen_low = min((r["target_rps"] for r in generator_bad), default=None)
     if gen_low is not None and (hi is None or gen_low <= hi):
         out["inconclusive_reason"] = (

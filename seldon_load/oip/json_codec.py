@@ -224,7 +224,8 @@ def check_response(body: bytes, header_length: int | None = None) -> None:
         if n:
             first = next(_flatten(data))
             if not _first_type_ok(datatype, first):
-                raise OIPError(f"{what}: {type(first).__name__} value in a {datatype} tensor")
+                raise OIPError(f"{what}: {type(first).__name__} value {datatypes.short_repr(first, 30)} "
+                               f"in a {datatype} tensor")
     if offset != len(rest):
         raise OIPError(f"{len(rest) - offset} trailing bytes after the binary outputs")
 

@@ -56,16 +56,26 @@ class Verdict:
     details: list[str] = field(default_factory=list)
 
 
-def _generator_limited(r: dict[str, Any], first: int | None, saturated: bool) -> list[int] | None:
-    """Indexes of stages where the generator fell behind, or None if it did not matter."""
+def _generator_limited(r: dict[str, Any], first: int | None, saturated: bool) -> list[str] | None:
+    """Stages where the generator fell behind, or None when that did not spoil the verdict.
+
+    It does not when the server already failed a lower rate with a healthy generator (the
+    analyzer's rule); without per-stage health, an unhealthy generator spoils everything.
+    """
     stages = items(r, "stages")
-    bad = [as_int(s.get("index")) for s in stages if s.get("generator_healthy") is False]
-    bad_idx = [i if i is not None else -1 for i in bad]
-    per_stage_known = any("generator_healthy" in s for s in stages)
-    if saturated and first is not None and per_stage_known:
-        return bad_idx if any(i <= first for i in bad_idx) else None
-    if bad_idx or section(r, "generator").get("healthy") is False:
-        return bad_idx
+    bad = [s for s in stages if s.get("generator_healthy") is False]
+    names = [fmt_num(s.get("index"), "?") for s in bad]
+    fs = next((s for s in stages if first is not None and as_int(s.get("index")) == first), None)
+    if saturated and fs is not None and any("generator_healthy" in s for s in stages):
+        lim = offered(fs)
+
+        def at_or_below(s: dict[str, Any]) -> bool:
+            x = offered(s)
+            return x <= lim if x is not None and lim is not None else (as_int(s.get("index")) or 0) <= (first or 0)
+
+        return names if any(at_or_below(s) for s in bad) else None
+    if bad or section(r, "generator").get("healthy") is False:
+        return names
     return None
 
 
@@ -79,7 +89,7 @@ def verdict(r: dict[str, Any]) -> Verdict:
         v = Verdict("generator", "LOAD GENERATOR SATURATED: results are limited by the load generator, "
                                  "not the server")
         if bad:
-            v.details.append("Generator overloaded in stage(s) " + ", ".join(map(str, bad))
+            v.details.append("Generator overloaded in stage(s) " + ", ".join(bad)
                              + "; the server's saturation point is not known from this run.")
         ok = [as_float(s.get("achieved_rps")) for s in stages
               if s.get("sustained") is True and s.get("generator_healthy") is not False]
@@ -111,7 +121,8 @@ def verdict(r: dict[str, Any]) -> Verdict:
             at = f" at {fmt_num(offered(fs))} rps" if fs and offered(fs) is not None else ""
             v.details.append(f"First unsustained stage: {first}{at}" + (f": {why}" if why else "."))
     elif stages and sat:
-        top = max([x for x in map(offered, stages) if x is not None], default=None)
+        top = as_float(sat.get("max_tested_rps"))
+        top = top if top is not None else max([x for x in map(offered, stages) if x is not None], default=None)
         v = Verdict("ok", f"Not saturated up to {fmt_num(top)} rps" if top is not None else "Not saturated")
         v.details.append("Every stage was sustained; raise --max-rps or add stages to find the saturation point.")
     elif stages:
@@ -123,6 +134,8 @@ def verdict(r: dict[str, Any]) -> Verdict:
     else:
         v = Verdict("info", "No stage results")
     v.details += [f"Generator warning: {w}" for w in warnings]
+    notes = r.get("notes")
+    v.details += [f"Note: {n}" for n in notes if n] if isinstance(notes, list) else []
     return v
 
 

@@ -241,7 +241,7 @@ def _stage_table(r: dict[str, Any]) -> str:
                "rate rps|achieved", "count|scheduled", "count|requests", "count|ok", "count|failures",
                "count|failures by kind", "count|dropped", *(f"{lat_g}|{p.replace('p999', 'p99.9')}" for p in pct),
                "service ms|p50", "service ms|p99", "send lag ms|p50", "send lag ms|p99", "send lag ms|max",
-               "generator|cpu max %", "generator|ok", "latency trend", "sustained"]
+               "generator|cpu max %", "generator|ok", "latency trend|ratio", "latency trend|Δ ms", "sustained"]
     rows, notes = [], []
     for s in stages:
         lat, svc, lag = section(s, "latency_ms"), section(s, "service_ms"), section(s, "send_lag_ms")
@@ -251,7 +251,7 @@ def _stage_table(r: dict[str, Any]) -> str:
                      s.get("ok"), s.get("failures"), _kinds(s), s.get("dropped"), *(lat.get(p) for p in pct),
                      svc.get("p50"), svc.get("p99"), lag.get("p50"), lag.get("p99"), lag.get("max"),
                      s.get("cpu_percent_max"), s.get("generator_healthy"), s.get("latency_trend"),
-                     s.get("sustained")])
+                     s.get("latency_trend_delta_ms"), s.get("sustained")])
         why = reasons(s)
         notes.append(f"stage {fmt_num(s.get('index'))} reasons: " + "; ".join(why) if why else "")
     return _table(headers, rows, frozenset(), [s.get("sustained") is False for s in stages], notes)
@@ -277,8 +277,9 @@ def _thresholds(r: dict[str, Any]) -> str:
     if not ths:
         return "<p class='muted'>No thresholds set.</p>"
     rows = [[t.get("name"), t.get("limit"), t.get("value"),
-             "PASS" if t.get("passed") is True else "FAIL" if t.get("passed") is False else None] for t in ths]
-    return _table(["threshold", "limit", "value", "result"], rows, frozenset({0}),
+             "PASS" if t.get("passed") is True else "FAIL" if t.get("passed") is False else None,
+             t.get("detail")] for t in ths]
+    return _table(["threshold", "limit", "value", "result", "detail"], rows, frozenset({0, 4}),
                   [t.get("passed") is False for t in ths])
 
 

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
         bed = Testbed(config)
         bed.up(timeout_s=args.timeout)
         status = bed.status()
-        print(f"testbed up (pid {status['pid']}): REST {bed.rest_url}  gRPC {bed.grpc_target}  metrics {bed.metrics_url}")
+        print(
+            f"testbed up (pid {status['pid']}): REST {bed.rest_url}  gRPC {bed.grpc_target}  metrics {bed.metrics_url}"
+        )
         print(f"models: {', '.join(status['models'])}")
         return 0
     bed = Testbed.from_state_dir(args.state_dir, **ports)

@@ -27,14 +27,28 @@ from typing import Any
 import grpc
 from mlserver import MLModel
 from mlserver.errors import InferenceError
+from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc import dataplane_pb2_grpc
-from mlserver.grpc.converters import ModelInferRequestConverter, ModelInferResponseConverter
-from mlserver.types import InferenceRequest, InferenceResponse, Parameters, RequestInput, ResponseOutput
+from mlserver.grpc.converters import (
+    InferTensorContentsConverter,
+    ModelInferResponseConverter,
+    ParametersConverter,
+)
+from mlserver.types import (
+    Datatype,
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
 
 from seldon_load.analyze.pipeline_spec import PIPELINE, Pipeline, TensorRef, read_pipelines
 
-Tensors = dict[str, RequestInput]
-"""Tensors by name, in the order they were produced."""
+Tensor = pb.ModelInferRequest.InferInputTensor
+Tensors = dict[str, Tensor]
+"""Tensors by name, in the order they were produced; kept as protobuf between steps, so a
+step hop costs a message copy rather than a round of pydantic validation."""
 TRACE_PARAMETER = "testbed_trace"
 
 
@@ -70,7 +84,7 @@ class PipelineModel(MLModel):
         pipe = self._pipeline
         arrival_s = time.perf_counter()
         trace: list[dict[str, Any]] = []
-        pipeline_inputs: Tensors = {t.name: t for t in payload.inputs}
+        pipeline_inputs: Tensors = {t.name: _to_pb(t) for t in payload.inputs}
         step_inputs: dict[str, Tensors] = {}
         step_outputs: dict[str, Tensors] = {}
         tasks: dict[str, asyncio.Task[None]] = {}
@@ -109,12 +123,20 @@ class PipelineModel(MLModel):
         if payload.parameters is not None and getattr(payload.parameters, TRACE_PARAMETER, False) is True:
             parameters = Parameters(**{TRACE_PARAMETER: json.dumps(trace)})
         return InferenceResponse(
-            id=payload.id, model_name=self.name, model_version=self.version, outputs=outputs, parameters=parameters
+            id=payload.id,
+            model_name=self.name,
+            model_version=self.version,
+            outputs=outputs,
+            parameters=parameters,
         )
 
     def _resolve(
-        self, ref: TensorRef, pipeline_inputs: Tensors, step_inputs: dict[str, Tensors], step_outputs: dict[str, Tensors]
-    ) -> list[tuple[str, RequestInput]]:
+        self,
+        ref: TensorRef,
+        pipeline_inputs: Tensors,
+        step_inputs: dict[str, Tensors],
+        step_outputs: dict[str, Tensors],
+    ) -> list[tuple[str, Tensor]]:
         """The (name, tensor) pairs a reference points at, in production order."""
         if ref.step == PIPELINE:
             source = pipeline_inputs
@@ -144,8 +166,7 @@ class PipelineModel(MLModel):
         return self._stub
 
     async def _call(self, model: str, inputs: Tensors, request_id: str | None) -> Tensors:
-        request = InferenceRequest(id=request_id, inputs=list(inputs.values()))
-        message = ModelInferRequestConverter.from_types(request, model_name=model)
+        message = pb.ModelInferRequest(model_name=model, id=request_id or "", inputs=list(inputs.values()))
         try:
             reply = await self._get_stub().ModelInfer(
                 message, metadata=(("seldon-model", model),), timeout=self._timeout_s
@@ -154,25 +175,66 @@ class PipelineModel(MLModel):
             raise InferenceError(
                 f"pipeline {self._pipeline.name!r}: step {model!r} failed: {exc.code().name} {exc.details()}"
             ) from None
-        response = ModelInferResponseConverter.to_types(reply)
-        return {out.name: _as_input(out) for out in response.outputs}
+        if reply.raw_output_contents:  # not asked for, but decode it if a server sends it
+            response = ModelInferResponseConverter.to_types(reply)
+            return {out.name: _to_pb(out) for out in response.outputs}
+        return {
+            out.name: Tensor(
+                name=out.name,
+                datatype=out.datatype,
+                shape=out.shape,
+                contents=out.contents,
+                parameters=out.parameters,
+            )
+            for out in reply.outputs
+        }
 
 
 def _span(step: str, start_s: float, end_s: float, origin_s: float) -> dict[str, Any]:
     return {"step": step, "start_ms": (start_s - origin_s) * 1000.0, "end_ms": (end_s - origin_s) * 1000.0}
 
 
-def _as_input(output: ResponseOutput) -> RequestInput:
-    return RequestInput(
-        name=output.name, shape=output.shape, datatype=output.datatype, data=output.data, parameters=output.parameters
+def _to_pb(tensor: RequestInput | ResponseOutput) -> Tensor:
+    """A pydantic tensor (nested or flat data) as a protobuf input tensor with typed contents."""
+    data: Any = tensor.data.root if hasattr(tensor.data, "root") else tensor.data
+    values = list(_flat(data))
+    if tensor.datatype == "BYTES":
+        values = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+    datatype = str(tensor.datatype.value if isinstance(tensor.datatype, Datatype) else tensor.datatype)
+    message = Tensor(
+        name=tensor.name,
+        datatype=datatype,
+        shape=list(tensor.shape),
+        contents=InferTensorContentsConverter.from_types(values, datatype=Datatype(datatype)),  # type: ignore[arg-type]
     )
+    if tensor.parameters is not None:
+        for key, value in ParametersConverter.from_types(tensor.parameters).items():
+            message.parameters[key].CopyFrom(value)
+    return message
 
 
-def _renamed(tensor: RequestInput, name: str) -> RequestInput:
-    return tensor if tensor.name == name else tensor.model_copy(update={"name": name})
+def _flat(data: Any) -> Any:
+    if isinstance(data, (list, tuple)):
+        for item in data:
+            yield from _flat(item)
+    else:
+        yield data
 
 
-def _as_output(tensor: RequestInput, name: str) -> ResponseOutput:
+def _renamed(tensor: Tensor, name: str) -> Tensor:
+    if tensor.name == name:
+        return tensor
+    copy = Tensor()
+    copy.CopyFrom(tensor)
+    copy.name = name
+    return copy
+
+
+def _as_output(tensor: Tensor, name: str) -> ResponseOutput:
     return ResponseOutput(
-        name=name, shape=tensor.shape, datatype=tensor.datatype, data=tensor.data, parameters=tensor.parameters
+        name=name,
+        shape=list(tensor.shape),
+        datatype=tensor.datatype,
+        data=InferTensorContentsConverter.to_types(tensor.contents),
+        parameters=ParametersConverter.to_types(tensor.parameters),
     )

@@ -66,6 +66,9 @@ class TestbedConfig:
     state_dir: str = ".testbed"
     parallel_workers: int = 0
     stage_overhead_ms: float = 2.0
+    stop_with_parent: bool = False
+    """Linux: MLServer gets SIGTERM if the process that started it dies (tests: no orphans
+    even when a run is killed). Off for the CLI, whose ``up`` returns while MLServer runs on."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -115,6 +118,7 @@ class Testbed:
                 grpc_port=grpc_port,
                 metrics_port=metrics_port,
                 state_dir=str(Path(tmpdir) / "testbed"),
+                stop_with_parent=True,
             )
         )
 
@@ -165,7 +169,7 @@ class Testbed:
         running = self.pid
         if running is not None:
             raise TargetError(
-                f"a testbed is already running from {self.state_dir} (pid {running}); stop it first"
+                f"a testbed is already running from {self.state_dir} (pid {running}); stop it first (testbed down)"
             )
         cfg = self.config
         if len({cfg.http_port, cfg.grpc_port, cfg.metrics_port}) != 3:
@@ -176,7 +180,8 @@ class Testbed:
             if _port_in_use(cfg.host, port):
                 raise TargetError(f"testbed {what} port {cfg.host}:{port} is already in use; pick another")
         repo = self._write_repository()
-        env = dict(os.environ)
+        # MLSERVER_* variables of the caller's shell must not change the testbed.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER_")}
         package_root = str(Path(seldon_load.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -189,6 +194,7 @@ class Testbed:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: down() signals the whole group
+                preexec_fn=_die_with_parent if cfg.stop_with_parent and sys.platform == "linux" else None,
             )
         (self.state_dir / PID_FILE).write_text(str(self._process.pid))
         try:
@@ -256,7 +262,9 @@ class Testbed:
         }
         _write_json(repo / "settings.json", settings)
         for name, (service_time_ms, mode, n_inputs) in SYNTH_MODELS.items():
-            _write_json(repo / name / "model-settings.json", _synth_settings(name, service_time_ms, mode, n_inputs))
+            _write_json(
+                repo / name / "model-settings.json", _synth_settings(name, service_time_ms, mode, n_inputs)
+            )
         write_iris_model(repo / IRIS_MODEL)
         for name, spec_file in PIPELINES.items():
             spec_path = PIPELINES_DIR / spec_file
@@ -299,7 +307,9 @@ class Testbed:
             assert self._process is not None
             code = self._process.poll()
             if code is not None:
-                raise TargetError(f"testbed MLServer exited with code {code} during start-up: {self._log_tail()}")
+                raise TargetError(
+                    f"testbed MLServer exited with code {code} during start-up: {self._log_tail()}"
+                )
             if _http_ok(f"{self.rest_url}/v2/health/ready"):
                 pending = [name for name in pending if not self._model_ready(name)]
                 if not pending and all(_tcp_open(cfg.host, p) for p in (cfg.grpc_port, cfg.metrics_port)):
@@ -346,7 +356,12 @@ def _synth_settings(name: str, service_time_ms: float, mode: str, n_inputs: int)
         "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 4]}],
         "parameters": {
             "version": "v1",
-            "extra": {"service_time_ms": service_time_ms, "mode": mode, "output_width": 4, "n_inputs": n_inputs},
+            "extra": {
+                "service_time_ms": service_time_ms,
+                "mode": mode,
+                "output_width": 4,
+                "n_inputs": n_inputs,
+            },
         },
     }
 
@@ -369,6 +384,13 @@ def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
             return 200 <= int(response.status) < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _tcp_open(host: str, port: int) -> bool:

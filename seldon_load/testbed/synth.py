@@ -71,9 +71,7 @@ class SynthModel(MLModel):
                 MetadataTensor(name=f"INPUT{i}", datatype="FP32", shape=[-1, 4]) for i in range(n_inputs)
             ]
         if not self.outputs:
-            self.outputs = [
-                MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, self._output_width])
-            ]
+            self.outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, self._output_width])]
         # Virtual clock: the loop time at which the model is next free (wait mode).
         self._next_free_s = 0.0
         return True

@@ -27,13 +27,18 @@ class TlsConfig:
                 _check_readable(label, path)
 
     def ssl_context(self, gevent_ssl: bool = True):  # -> ssl.SSLContext
-        """A client SSLContext (gevent's, for cooperative sockets, unless ``gevent_ssl`` is False)."""
+        """A client SSLContext: gevent's class (cooperative sockets even without monkey-patching)
+        unless ``gevent_ssl`` is False."""
         if gevent_ssl:
             import gevent.ssl as ssl_mod
         else:
             import ssl as ssl_mod
+        ctx = ssl_mod.SSLContext(ssl_mod.PROTOCOL_TLS_CLIENT)
         try:
-            ctx = ssl_mod.create_default_context(cafile=self.ca_file)
+            if self.ca_file is not None:
+                ctx.load_verify_locations(cafile=self.ca_file)
+            else:
+                _load_default_roots(ctx)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load TLS CA file {self.ca_file}: {exc}") from None
         if self.insecure_skip_verify:
@@ -70,3 +75,14 @@ def _read(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read TLS file {path}: {exc.strerror}") from None
+
+
+def _load_default_roots(ctx) -> None:
+    """The system trust store, or certifi's bundle where the system has none."""
+    ctx.load_default_certs()
+    if not ctx.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+        except ImportError:
+            return
+        ctx.load_verify_locations(cafile=certifi.where())

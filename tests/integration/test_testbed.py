@@ -37,7 +37,9 @@ def rest_infer(bed: Testbed, model: str, inputs: dict[str, np.ndarray], **params
     if params:
         body["parameters"] = params
     request = urllib.request.Request(
-        f"{bed.rest_url}/v2/models/{model}/infer", data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        f"{bed.rest_url}/v2/models/{model}/infer",
+        data=orjson.dumps(body),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return orjson.loads(response.read())
@@ -171,7 +173,9 @@ def test_branching_pipeline_runs_branches_concurrently(testbed: Testbed) -> None
     spans = {s["step"]: s for s in json.loads(reply["parameters"]["testbed_trace"])}
     assert set(spans) == {"synth-1ms", "synth-2ms", "synth-8ms", "join-1ms"}
     fast, slow, join = spans["synth-2ms"], spans["synth-8ms"], spans["join-1ms"]
-    assert fast["start_ms"] >= spans["synth-1ms"]["end_ms"] and slow["start_ms"] >= spans["synth-1ms"]["end_ms"]
+    assert (
+        fast["start_ms"] >= spans["synth-1ms"]["end_ms"] and slow["start_ms"] >= spans["synth-1ms"]["end_ms"]
+    )
     assert fast["start_ms"] < slow["end_ms"] and slow["start_ms"] < fast["end_ms"], "branches should overlap"
     assert join["start_ms"] >= max(fast["end_ms"], slow["end_ms"]) + OVERHEAD_MS * 0.5  # inner join
     # Critical path: 1 + 8 + 1 ms of models plus a stage overhead before each of its 3 steps.
@@ -235,8 +239,14 @@ def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Any) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        bed = Testbed(TestbedConfig(http_port=port, grpc_port=free_port(), metrics_port=free_port(),
-                                    state_dir=str(tmp_path / "tb")))
+        bed = Testbed(
+            TestbedConfig(
+                http_port=port,
+                grpc_port=free_port(),
+                metrics_port=free_port(),
+                state_dir=str(tmp_path / "tb"),
+            )
+        )
         with pytest.raises(TargetError, match=f"127.0.0.1:{port} is already in use"):
             bed.up(timeout_s=30)
     assert bed.pid is None
@@ -244,7 +254,9 @@ def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Any) -> None:
 
 def test_up_rejects_equal_ports(tmp_path: Any) -> None:
     port = free_port()
-    bed = Testbed(TestbedConfig(http_port=port, grpc_port=port, metrics_port=free_port(), state_dir=str(tmp_path)))
+    bed = Testbed(
+        TestbedConfig(http_port=port, grpc_port=port, metrics_port=free_port(), state_dir=str(tmp_path))
+    )
     with pytest.raises(ConfigError, match="ports must differ"):
         bed.up()
 

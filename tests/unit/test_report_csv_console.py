@@ -177,3 +177,12 @@ def test_write_all_lets_os_errors_through(tmp_path: Path) -> None:
     with pytest.raises(OSError) as info:
         write_all(results(), blocker / "results")
     assert not isinstance(info.value, ConfigError)
+
+
+def test_summary_text_lists_notes_and_uses_max_tested_rps() -> None:
+    r = results()
+    r["stages"] = r["stages"][:1]
+    r["saturation"].update(saturated=False, first_unsustained_stage=None, max_tested_rps=400.0)
+    r["notes"] = ["stopped by the user"]
+    text = summary_text(r)
+    assert "Not saturated up to 400 rps" in text and "Note: stopped by the user" in text

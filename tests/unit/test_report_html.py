@@ -278,3 +278,27 @@ def test_chart_breaks_lines_at_missing_points_and_handles_empty() -> None:
     c.add("s", [(0, 1.0), (1, 2.0), (2, None), (3, 4.0), (4, 5.0)])
     assert c.render().count("<polyline") == 2
     assert "no data" in Chart("t", "x", "y").render()
+
+
+def test_verdict_agrees_with_the_saturation_analyzer() -> None:
+    from seldon_load.analyze.saturation import saturation
+    from seldon_load.analyze.stages import Criteria
+
+    r = sample_results(pipeline=False)
+    r["stages"][3]["generator_healthy"] = False  # the generator failed at the rate the server failed
+    r["saturation"] = saturation(r["stages"], Criteria())
+    assert r["saturation"]["inconclusive_reason"]
+    doc = render_html(r)
+    assert "LOAD GENERATOR SATURATED" in doc and "Saturation point" not in doc
+    r = sample_results(pipeline=False)
+    r["stages"].append(stage(4, 300.0, False, generator_healthy=False))
+    r["saturation"] = saturation(r["stages"], Criteria())
+    assert "Saturation point: 190 rps" in render_html(r)
+
+
+def test_notes_and_threshold_details_are_shown() -> None:
+    r = sample_results(pipeline=False)
+    r["notes"] = ["stopped early: every stage done"]
+    r["thresholds"][0]["detail"] = "some stage met the p99 SLO"
+    doc = render_html(r)
+    assert "Note: stopped early: every stage done" in doc and "some stage met the p99 SLO" in doc
