@@ -38,71 +38,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    t = p.add_argument_group("target")
-    t.add_argument("--host", required=True,
+class _PluginOptions:
+    """Takes the plugin's Locust option definitions onto `seldon-load run`'s parser.
+
+    One definition (settings.add_arguments) serves both, so the two can never drift apart;
+    defaults are left to the plugin, so only what the user gave is passed on.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.options: list[tuple[str, str, str | None]] = []  # (flag, dest, action)
+
+    def add_argument(self, *flags, **kw):
+        for key in ("include_in_web_ui", "is_secret", "is_required", "is_multiple"):
+            kw.pop(key, None)
+        action = kw.get("action")
+        default = kw.get("default")
+        if default not in (None, "", [], False):
+            kw["help"] = f"{kw.get('help', '')} (default {default})".replace("%", "%%").replace("%%%%", "%%")
+        if action not in ("store_true", "append"):
+            kw["default"] = None
+        arg = self.parser.add_argument(*flags, **kw)
+        self.options.append((flags[0], arg.dest, action))
+        return arg
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> _PluginOptions:
+    from seldon_load.settings import add_arguments
+
+    p.add_argument("--host", required=True,
                    help="http(s)://host:port for REST, grpc(s)://host:port or host:port for gRPC")
-    t.add_argument("--model", help="model name, e.g. synth-5ms")
-    t.add_argument("--pipeline", help="Seldon Core 2 pipeline name (header seldon-model: NAME.pipeline)")
-    t.add_argument("--protocol", choices=["rest", "grpc"], help="default: from the --host scheme")
-    t.add_argument("--payload", help="OIP JSON request file (default: synthesised from the model metadata)")
-    t.add_argument("--batch-size", type=int, help="batch dimension of synthesised payloads, e.g. 8")
-    t.add_argument("--header", action="append", default=[], help="'Name: value', repeatable; never logged")
-    t.add_argument("--request-timeout", type=float, help="per-request timeout in seconds (default 30)")
-    t.add_argument("--binary", action="store_true", help="REST binary tensor extension")
-    t.add_argument("--pipeline-path", action="store_true", help="use /v2/pipelines/NAME/infer")
-    t.add_argument("--ca-file", help="TLS CA bundle")
-    t.add_argument("--cert-file", help="TLS client certificate")
-    t.add_argument("--key-file", help="TLS client key")
-    load = p.add_argument_group("load (choose one of --stages, --auto, --users, --sweep)")
-    load.add_argument("--stages", help="open-loop RPS:RAMP:HOLD,... e.g. 50:10s:30s,100:10s:30s")
-    load.add_argument("--auto", action="store_true", help="find the saturation point automatically")
-    load.add_argument("--max-rps", type=float, help="ceiling for --auto (default 2000), never exceeded")
-    load.add_argument("--auto-budget", help="time budget of --auto, e.g. 3m (default 10m)")
-    load.add_argument("--users", type=int, help="closed loop: N concurrent users (with --run-time)")
-    load.add_argument("--run-time", default="60s", help="closed loop duration (default 60s)")
-    load.add_argument("--sweep", help="closed-loop concurrency sweep USERS:HOLD,... e.g. 1:20s,4:20s")
-    load.add_argument("--arrival", choices=["uniform", "poisson"], help="open-loop arrivals (default uniform)")
-    load.add_argument("--max-in-flight", type=int, help="per worker; beyond it arrivals are dropped (default 1000)")
-    load.add_argument("--workers", type=int, default=0, help="local worker processes (0 = in-process)")
-    r = p.add_argument_group("results")
-    r.add_argument("--results", default="results/latest", help="results directory (default results/latest)")
-    r.add_argument("--slo-p99", type=float, help="p99 SLO in ms (criterion and threshold)")
-    r.add_argument("--max-failure-ratio", type=float, help="threshold: max failed fraction, e.g. 0.01")
-    r.add_argument("--min-saturation-rps", type=float, help="threshold: min saturation point")
-    r.add_argument("--settle", help="excluded start of each hold (default 2s)")
-    pl = p.add_argument_group("pipelines")
-    pl.add_argument("--pipeline-spec", help="Seldon Pipeline YAML")
-    pl.add_argument("--isolate-steps", action="store_true", help="test each step model alone first")
-    pl.add_argument("--metrics-url", action="append", default=[], help="Prometheus endpoint, repeatable")
-    pl.add_argument("--prometheus-url", help="Prometheus server query API")
-    ui = p.add_argument_group("web UI")
-    ui.add_argument("--web-ui", action="store_true", help="start Locust's web UI instead of running headless")
-    ui.add_argument("--web-host", default="127.0.0.1", help="web UI bind address (default 127.0.0.1)")
-    ui.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
-    ui.add_argument("--web-login", action="store_true", help="require Locust's web login")
+    p.add_argument("--users", type=int, help="closed loop: N concurrent users (with --run-time)")
+    p.add_argument("--run-time", default="60s", help="closed-loop duration (default 60s)")
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (default 0: in-process)")
+    p.add_argument("--isolate-steps", action="store_true",
+                   help="with --pipeline-spec: test each step model alone first, then the pipeline")
+    p.add_argument("--web-ui", action="store_true", help="start Locust's web UI instead of running headless")
+    p.add_argument("--web-host", default="127.0.0.1", help="web UI bind address (default 127.0.0.1)")
+    p.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
+    p.add_argument("--web-login", action="store_true", help="require Locust's web login")
+    plugin = _PluginOptions(p)
+    add_arguments(plugin)
+    return plugin
 
 
-_PASS = ["model", "pipeline", "protocol", "payload", "batch_size", "request_timeout", "stages", "max_rps",
-         "auto_budget", "sweep", "arrival", "max_in_flight", "results", "slo_p99", "max_failure_ratio",
-         "min_saturation_rps", "settle", "pipeline_spec", "prometheus_url", "ca_file", "cert_file", "key_file"]
-_FLAGS = ["auto", "binary", "pipeline_path"]
-
-
-def locust_args(a: argparse.Namespace) -> list[str]:
+def locust_args(a: argparse.Namespace, plugin: _PluginOptions | None = None) -> list[str]:
     """Translate `seldon-load run` options into the plugin's Locust options."""
+    if plugin is None:
+        plugin = _add_run_options(argparse.ArgumentParser(add_help=False))
     out = ["-f", LOCUSTFILE, "--host", a.host]
-    for name in _PASS:
-        v = getattr(a, name, None)
-        if v is not None and v != "":
-            out += [f"--{name.replace('_', '-')}", str(v)]
-    for name in _FLAGS:
-        if getattr(a, name, False):
-            out.append(f"--{name.replace('_', '-')}")
-    for h in a.header:
-        out += ["--header", h]
-    for u in a.metrics_url:
-        out += ["--metrics-url", u]
+    for flag, dest, action in plugin.options:
+        v = getattr(a, dest, None)
+        if action == "store_true":
+            if v:
+                out.append(flag)
+        elif action == "append":
+            for item in v or []:
+                out += [flag, str(item)]
+        elif v is not None and v != "":
+            out += [flag, str(v)]
     if a.users:
         out += ["-u", str(a.users), "-r", str(max(1, a.users)), "-t", a.run_time]
     return out
@@ -199,13 +193,13 @@ def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = 
 
 
 def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
-    largs = locust_args(a)
+    largs = locust_args(a, a._plugin)
     validate(largs)
     if a.isolate_steps:
         from seldon_load.isolate import run_isolated
 
         return run_isolated(a, largs, extra)
-    return run_locust(largs, a.workers, a.results, a.web_ui, a.web_host, a.web_port, a.web_login, extra)
+    return run_locust(largs, a.workers, a.results or "results/latest", a.web_ui, a.web_host, a.web_port, a.web_login, extra)
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -254,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one load test", epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_run_options(run)
+    run.set_defaults(_plugin=_add_run_options(run))
     rep = sub.add_parser("report", help="rebuild report.html and stages.csv from DIR/results.json",
                          epilog="example:\n  seldon-load report results/demo/rest",
                          formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -31,6 +31,8 @@ from seldon_load.transport.tls import TlsConfig
 
 SERVICE = "/inference.GRPCInferenceService/"
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+CALLS_PER_CHANNEL = 16
+MAX_CHANNELS = 8
 _KEY_RE = re.compile(r"\A[0-9a-z_.-]+\Z")
 _VALUE_RE = re.compile(r"\A[\x20-\x7e]*\Z")
 _RESERVED = frozenset(("x-request-id", "content-type", "te", "user-agent", "grpc-timeout"))
@@ -82,13 +84,19 @@ class GrpcClient:
         headers: dict[str, str] | None = None,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 5.0,
-        channels: int = 4,
+        pool_size: int = 64,
         tls: TlsConfig | None = None,
         validate: bool = True,
+        channels: int | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        """``pool_size`` is the expected concurrency (as for REST); each channel is one HTTP/2
+        connection multiplexing many calls, so it becomes ``pool_size // 16`` channels (1 to 8)
+        unless ``channels`` is given."""
         if target.protocol != "grpc":
             raise ConfigError(f"GrpcClient needs a gRPC target, got {target.protocol}")
+        if channels is None:
+            channels = max(1, min(MAX_CHANNELS, pool_size // CALLS_PER_CHANNEL))
         if channels < 1:
             raise ConfigError(f"gRPC channels must be at least 1, got {channels}")
         if not target.tls and tls is not None and (tls.ca_file or tls.cert_file or tls.insecure_skip_verify):

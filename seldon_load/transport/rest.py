@@ -40,6 +40,11 @@ _RESERVED = frozenset(("host", "content-length", "transfer-encoding", "connectio
 _SPLIT_SEND_BYTES = 64 * 1024  # above this the body is sent apart from the head, not copied into it
 _BLOCK_SIZE = 64 * 1024
 _HEADER_LENGTH_KEY = json_codec.HEADER_LENGTH.lower()
+_HEADER_LENGTH_LEN = len(_HEADER_LENGTH_KEY)
+
+
+class ConnectTimeout(TimeoutError):
+    """Connecting (TCP and TLS handshake) took longer than ``connect_timeout_s``."""
 
 
 class _Pool(ConnectionPool):
@@ -52,13 +57,41 @@ class _Pool(ConnectionPool):
         self._ssl_context = ssl_context
 
     def _connect_socket(self, sock: Any, address: Any) -> Any:
-        sock.connect(address)
-        if self._ssl_context is not None:
-            sock = self._ssl_context.wrap_socket(sock, server_hostname=self._request_host)
+        try:
+            sock.connect(address)
+            if self._ssl_context is not None:
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=self._request_host)
+        except TimeoutError:
+            raise ConnectTimeout(f"connect timed out after {self.connection_timeout:g} s") from None
         return sock
 
     def after_connect(self, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _Response(HTTPSocketPoolResponse):
+    """geventhttpclient's response (C parser, pooled socket) keeping only the one header OIP
+    needs: building a full header index costs more than the rest of a small answer."""
+
+    header_length: str | None = None
+    _field = ""
+    _value = ""
+    _in_value = False
+
+    def _on_header_field(self, string: str) -> None:
+        if self._in_value:
+            self._flush_header()
+        self._field += string  # a name may come split across reads
+
+    def _on_header_value(self, string: str) -> None:
+        self._value = self._value + string if self._in_value else string
+        self._in_value = True
+
+    def _flush_header(self) -> None:
+        if len(self._field) == _HEADER_LENGTH_LEN and self._field.lower() == _HEADER_LENGTH_KEY:
+            self.header_length = self._value
+        self._field = self._value = ""
+        self._in_value = False
 
 
 def _header_lines(target: Target, headers: dict[str, str] | None) -> bytes:
@@ -93,6 +126,8 @@ def reason(exc: BaseException, timeout_s: float | None = None) -> str:
     kind = oc.kind_of_exception(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host name ({exc.strerror or exc})"
+    if isinstance(exc, ConnectTimeout):
+        return str(exc)
     if kind == oc.TIMEOUT:
         return f"timed out after {timeout_s:g} s" if timeout_s else "timed out"
     if kind == oc.CONNECTION_REFUSED:
@@ -148,7 +183,7 @@ class RestClient:
 
     # ------------------------------------------------------------------ wire
 
-    def _exchange(self, head: bytes, body: bytes) -> tuple[HTTPSocketPoolResponse, bytes]:
+    def _exchange(self, head: bytes, body: bytes) -> tuple[_Response, bytes]:
         """Send one request on a pooled connection; retry once when a kept-alive connection
         turns out closed before any answer (the server's idle timeout won the race)."""
         pool = self._pool
@@ -169,7 +204,7 @@ class RestClient:
                 pool.release_socket(sock)
                 raise
             try:
-                response = HTTPSocketPoolResponse(sock, pool, block_size=_BLOCK_SIZE)
+                response = _Response(sock, pool, block_size=_BLOCK_SIZE)
             except HTTPConnectionClosed:
                 if attempt == 0:
                     continue
@@ -188,6 +223,8 @@ class RestClient:
 
     def infer(self, req: EncodedRequest) -> Outcome:
         """One inference call; never raises for server or network faults."""
+        if self._closed:  # a closed geventhttpclient pool would leak a slot per call
+            return Outcome(False, oc.CANCELLED, "client closed")
         body = req.body
         head = b"%s%x\r\n%sContent-Length: %d\r\n\r\n" % (
             self._infer_start, self._counter(), self._extra_headers(req.headers), len(body))
@@ -211,8 +248,10 @@ class RestClient:
     # ------------------------------------------------------------------ control plane
 
     def _call(self, method: str, path: str, body: bytes = b"",
-              headers: tuple[tuple[str, str], ...] = ()) -> tuple[HTTPSocketPoolResponse, bytes]:
+              headers: tuple[tuple[str, str], ...] = ()) -> tuple[_Response, bytes]:
         """A non-hot-path request; transport failures raise TargetError with one line."""
+        if self._closed:
+            raise TargetError(f"the client for {self.target.safe_host} is closed")
         head = b"%s%x\r\n%s" % (self._start(method, path), self._counter(), self._extra_headers(headers))
         if method != "GET":
             head += b"Content-Length: %d\r\n" % len(body)
@@ -275,17 +314,17 @@ class RestClient:
         self.close()
 
 
-def _header_length(response: HTTPSocketPoolResponse) -> int | None:
-    value = response.get(_HEADER_LENGTH_KEY)
+def _header_length(response: _Response) -> int | None:
+    value = response.header_length
     if value is None:
         return None
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         raise OIPError(f"invalid {json_codec.HEADER_LENGTH} header {value!r}") from None
 
 
-def _status_message(response: HTTPSocketPoolResponse, data: bytes) -> str:
+def _status_message(response: _Response, data: bytes) -> str:
     """``HTTP 404: <OIP error message>`` or ``HTTP 503 Service Unavailable: <body preview>``."""
     status = response.status_code
     message = json_codec.error_message(data)

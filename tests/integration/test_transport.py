@@ -230,8 +230,8 @@ def test_infer_after_close_is_cancelled(testbed: Any, protocol: str) -> None:
     payload = encode_for(target, rows_request())
     assert client.infer(payload).ok
     client.close()
-    out = client.infer(payload)
-    assert not out.ok and out.error_kind == "cancelled"
+    outcomes = [client.infer(payload) for _ in range(100)]  # more than the pool has connections
+    assert {(o.ok, o.error_kind) for o in outcomes} == {(False, "cancelled")}
 
 
 # ----------------------------------------------------------------------------- scripted HTTP server
@@ -243,8 +243,9 @@ class ScriptedServer:
     """A tiny HTTP/1.1 server on loopback: records every request, answers with ``responder``
     (request index, head, body) -> raw response bytes, or None to close without answering."""
 
-    def __init__(self, responder: Responder, ssl_context: Any = None) -> None:
+    def __init__(self, responder: Responder, ssl_context: Any = None, trickle: bool = False) -> None:
         self.responder = responder
+        self.trickle = trickle  # send answers a byte at a time: headers split across reads
         self.requests: list[tuple[bytes, bytes]] = []
         self.connections = 0
         self._ssl_context = ssl_context
@@ -280,7 +281,13 @@ class ScriptedServer:
                 answer = self.responder(len(self.requests) - 1, head, body)
                 if answer is None:
                     return
-                sock.sendall(answer)
+                if not self.trickle:
+                    sock.sendall(answer)
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(len(answer)):
+                    sock.sendall(answer[i : i + 1])
+                    gevent.sleep(0.0005)
         except OSError:
             return
         finally:
@@ -307,8 +314,8 @@ OK_BODY = orjson.dumps({"model_name": "m", "outputs": [
 def scripted() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
-    def start(responder: Responder, ssl_context: Any = None) -> ScriptedServer:
-        server = ScriptedServer(responder, ssl_context)
+    def start(responder: Responder, ssl_context: Any = None, trickle: bool = False) -> ScriptedServer:
+        server = ScriptedServer(responder, ssl_context, trickle)
         servers.append(server)
         return server
 
@@ -353,17 +360,30 @@ def test_binary_request_headers(scripted: Callable[..., ScriptedServer]) -> None
     assert server.requests[0][1] == encoded.body
 
 
-def test_binary_response_is_decoded(scripted: Callable[..., ScriptedServer]) -> None:
-    header = orjson.dumps({"model_name": "m", "outputs": [
-        {"name": "y", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]})
-    raw = np.array([1.5, -2.0], dtype="<f4").tobytes()
-    answer = http_response("200 OK", header + raw, f"Inference-Header-Content-Length: {len(header)}\r\n")
-    server = scripted(lambda i, head, body: answer)
+BINARY_HEADER = orjson.dumps({"model_name": "m", "outputs": [
+    {"name": "y", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]})
+BINARY_ANSWER = http_response("200 OK", BINARY_HEADER + np.array([1.5, -2.0], dtype="<f4").tobytes(),
+                              f"X-Other: 1\r\nInference-Header-Content-Length: {len(BINARY_HEADER)}\r\nX-Last: 2\r\n")
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["whole", "byte-by-byte"])
+def test_binary_response_is_decoded(scripted: Callable[..., ScriptedServer], trickle: bool) -> None:
+    server = scripted(lambda i, head, body: BINARY_ANSWER, trickle=trickle)
     target = rest_target(server.port)
     with RestClient(target) as client:
         assert client.infer(encode_for(target, rows_request(), binary=True)).ok
         reply = client.infer_decoded(encode_for(target, rows_request(), binary=True))
     assert reply.output("y").data.tolist() == [1.5, -2.0]
+
+
+def test_bad_header_length_is_an_invalid_response(scripted: Callable[..., ScriptedServer]) -> None:
+    answer = BINARY_ANSWER.replace(f"Content-Length: {len(BINARY_HEADER)}".encode(), b"Content-Length: 1x")
+    server = scripted(lambda i, head, body: answer)
+    target = rest_target(server.port)
+    with RestClient(target) as client:
+        out = client.infer(encode_for(target, rows_request()))
+    assert (out.ok, out.error_kind) == (False, "invalid_response")
+    assert out.message == "invalid Inference-Header-Content-Length header '1x'"
 
 
 @pytest.mark.parametrize(
