@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seldon_load.errors import OIPError
+from seldon_load.errors import ConfigError, OIPError
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +104,15 @@ def check_shape(shape: object, what: str) -> list[int]:
     ):
         raise OIPError(f"{what}: shape must be a list of non-negative integers, got {short_repr(shape)}")
     return list(shape)
+
+
+def check_input(name: str, datatype: str, shape: Sequence[int], data: np.ndarray) -> None:
+    """ConfigError unless an input to encode has a known datatype and as many values as its shape."""
+    if not is_valid(datatype):
+        raise ConfigError(f"input {name!r}: unknown datatype {datatype!r}")
+    count = element_count(shape)
+    if np.size(data) != count:
+        raise ConfigError(f"input {name!r}: {np.size(data)} values for shape {list(shape)} ({count} needed)")
 
 
 def to_raw(array: np.ndarray, datatype: str) -> bytes:

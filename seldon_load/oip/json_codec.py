@@ -49,7 +49,12 @@ def encode_request(req: InferRequest, binary: bool = False) -> EncodedRequest:
     inputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for tensor in req.inputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        datatypes.check_input(tensor.name, tensor.datatype, tensor.shape, tensor.data)
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
         params = dict(tensor.parameters)
         if binary:
             raw = datatypes.to_raw(tensor.data, tensor.datatype)
@@ -115,7 +120,9 @@ def error_message(body: bytes) -> str | None:
     return None
 
 
-def _split(body: bytes, header_length: int | None, label: str = "response") -> tuple[dict[str, Any], memoryview]:
+def _split(
+    body: bytes, header_length: int | None, label: str = "response"
+) -> tuple[dict[str, Any], memoryview]:
     if header_length is None:
         header, rest = body, memoryview(b"")
     else:
@@ -212,8 +219,10 @@ def check_response(body: bytes, header_length: int | None = None) -> None:
             if datatype == "BYTES":
                 datatypes.deserialize_bytes(chunk, what, count)
             elif size != count * datatypes.element_size(datatype):
-                raise OIPError(f"{what}: {size} raw bytes, shape {shape} of {datatype} needs "
-                               f"{count * datatypes.element_size(datatype)}")
+                raise OIPError(
+                    f"{what}: {size} raw bytes, shape {shape} of {datatype} needs "
+                    f"{count * datatypes.element_size(datatype)}"
+                )
             continue
         data = entry.get("data")
         if not isinstance(data, list):
@@ -224,8 +233,10 @@ def check_response(body: bytes, header_length: int | None = None) -> None:
         if n:
             first = next(_flatten(data))
             if not _first_type_ok(datatype, first):
-                raise OIPError(f"{what}: {type(first).__name__} value {datatypes.short_repr(first, 30)} "
-                               f"in a {datatype} tensor")
+                raise OIPError(
+                    f"{what}: {type(first).__name__} value {datatypes.short_repr(first, 30)} "
+                    f"in a {datatype} tensor"
+                )
     if offset != len(rest):
         raise OIPError(f"{len(rest) - offset} trailing bytes after the binary outputs")
 
@@ -321,7 +332,9 @@ def from_json_data(data: Any, datatype: str, shape: list[int], what: str) -> np.
         ok = all(type(v) is int or type(v) is float for v in flat)
     if not ok:
         bad = next((v for v in flat if not _first_type_ok(datatype, v)), None)
-        raise OIPError(f"{what}: {type(bad).__name__} value {datatypes.short_repr(bad, 30)} in a {datatype} tensor")
+        raise OIPError(
+            f"{what}: {type(bad).__name__} value {datatypes.short_repr(bad, 30)} in a {datatype} tensor"
+        )
     try:
         return np.array(flat, dtype=datatypes.numpy_dtype(datatype)).reshape(shape)
     except (OverflowError, ValueError) as exc:

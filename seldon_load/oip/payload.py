@@ -73,7 +73,9 @@ def _concrete_shape(shape: Any, batch_size: int, what: str) -> list[int]:
     return out
 
 
-def synthesize_request(metadata: Mapping[str, Any], batch_size: int, rng: np.random.Generator) -> InferRequest:
+def synthesize_request(
+    metadata: Mapping[str, Any], batch_size: int, rng: np.random.Generator
+) -> InferRequest:
     """A request with random values from OIP model metadata; -1 dims become ``batch_size``
     (first dimension) or 1 (any other)."""
     name = metadata.get("name", "?") if isinstance(metadata, Mapping) else "?"
@@ -113,7 +115,9 @@ def repeat_batch(req: InferRequest, batch_size: int) -> InferRequest:
         if not t.shape:
             raise ConfigError(f"input {t.name!r} is a scalar and cannot be batched; use batch size 1")
         data = np.concatenate([t.data] * batch_size, axis=0)
-        inputs.append(Tensor(t.name, t.datatype, [t.shape[0] * batch_size, *t.shape[1:]], data, dict(t.parameters)))
+        inputs.append(
+            Tensor(t.name, t.datatype, [t.shape[0] * batch_size, *t.shape[1:]], data, dict(t.parameters))
+        )
     return InferRequest(inputs=inputs, outputs=list(req.outputs), parameters=dict(req.parameters), id=req.id)
 
 
@@ -122,7 +126,9 @@ class PayloadPool:
 
     __slots__ = ("items", "requests", "next")
 
-    def __init__(self, items: Sequence[EncodedRequest | bytes], requests: Sequence[InferRequest] = ()) -> None:
+    def __init__(
+        self, items: Sequence[EncodedRequest | bytes], requests: Sequence[InferRequest] = ()
+    ) -> None:
         if not items:
             raise ValueError("a payload pool needs at least one item")
         self.items: tuple[EncodedRequest | bytes, ...] = tuple(items)
@@ -139,7 +145,9 @@ class PayloadPool:
         return len(first.body if isinstance(first, EncodedRequest) else first)
 
 
-def encode_for(target: Target, req: InferRequest, binary: bool = False, raw_grpc: bool = True) -> EncodedRequest | bytes:
+def encode_for(
+    target: Target, req: InferRequest, binary: bool = False, raw_grpc: bool = True
+) -> EncodedRequest | bytes:
     """Encode once for the target's protocol (gRPC ``model_name`` is the target name)."""
     if target.protocol == "rest":
         return json_codec.encode_request(req, binary=binary)

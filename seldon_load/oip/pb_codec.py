@@ -61,17 +61,21 @@ def set_parameters(target: Any, params: dict[str, Any], what: str) -> None:
 
 
 def get_parameters(source: Any) -> dict[str, Any]:
-    return {key: getattr(param, param.WhichOneof("parameter_choice") or "string_param")
-            for key, param in source.items()}
+    return {
+        key: getattr(param, param.WhichOneof("parameter_choice") or "string_param")
+        for key, param in source.items()
+    }
 
 
-def encode_request(req: InferRequest, model_name: str, raw: bool = True, model_version: str = "") -> pb.ModelInferRequest:
+def encode_request(
+    req: InferRequest, model_name: str, raw: bool = True, model_version: str = ""
+) -> pb.ModelInferRequest:
     """A ModelInferRequest; typed ``contents`` unless ``raw`` or an input has no typed field."""
     msg = pb.ModelInferRequest(model_name=model_name, model_version=model_version, id=req.id or "")
     set_parameters(msg.parameters, req.parameters, "request")
     use_raw = raw or any(t.datatype not in CONTENTS_FIELD for t in req.inputs)
     for tensor in req.inputs:
-        datatypes.get(tensor.datatype)
+        datatypes.check_input(tensor.name, tensor.datatype, tensor.shape, tensor.data)
         entry = msg.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
         set_parameters(entry.parameters, tensor.parameters, f"input {tensor.name!r}")
         if use_raw:
@@ -114,8 +118,10 @@ def _check_output(out: Any, raw: bytes | None) -> tuple[str, list[int]]:
     count = datatypes.element_count(shape)
     if raw is not None:
         if out.datatype != "BYTES" and len(raw) != count * datatypes.element_size(out.datatype):
-            raise OIPError(f"{what}: {len(raw)} raw bytes, shape {shape} of {out.datatype} needs "
-                           f"{count * datatypes.element_size(out.datatype)}")
+            raise OIPError(
+                f"{what}: {len(raw)} raw bytes, shape {shape} of {out.datatype} needs "
+                f"{count * datatypes.element_size(out.datatype)}"
+            )
         return what, shape
     field_name = CONTENTS_FIELD.get(out.datatype)
     if field_name is None:

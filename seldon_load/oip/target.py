@@ -17,7 +17,12 @@ from urllib.parse import quote, unquote, urlsplit
 from seldon_load.errors import ConfigError
 
 PROTOCOLS = ("rest", "grpc")
-_SCHEMES = {"http": ("rest", False), "https": ("rest", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
+_SCHEMES = {
+    "http": ("rest", False),
+    "https": ("rest", True),
+    "grpc": ("grpc", False),
+    "grpcs": ("grpc", True),
+}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443}
 _NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
@@ -114,7 +119,9 @@ def parse_target(
     scheme, rest_of = _split_scheme(host, protocol)
     parsed_protocol, tls = _SCHEMES[scheme]
     if protocol is not None and protocol != parsed_protocol:
-        raise ConfigError(f"--protocol {protocol} does not match host {_redact(host)} ({scheme}:// is {parsed_protocol})")
+        raise ConfigError(
+            f"--protocol {protocol} does not match host {_redact(host)} ({scheme}:// is {parsed_protocol})"
+        )
     try:
         parts = urlsplit(f"{scheme}://{rest_of}")
         port = parts.port
@@ -157,7 +164,9 @@ def _split_scheme(host: str, protocol: str | None) -> tuple[str, str]:
     except ValueError:
         port = None
     if port is None or "/" in host:
-        raise ConfigError(f"invalid host {_redact(host)}: use http(s)://host:port, grpc(s)://host:port or host:port")
+        raise ConfigError(
+            f"invalid host {_redact(host)}: use http(s)://host:port, grpc(s)://host:port or host:port"
+        )
     return ("http" if protocol == "rest" else "grpc"), host
 
 

@@ -117,7 +117,8 @@ class GrpcClient:
         ]
         address = target.grpc_address
         self._channels = [
-            grpc.secure_channel(address, creds, options) if creds is not None
+            grpc.secure_channel(address, creds, options)
+            if creds is not None
             else grpc.insecure_channel(address, options)
             for _ in range(channels)
         ]
@@ -152,14 +153,18 @@ class GrpcClient:
 
     def _unary(self, method: str, request: Any, response_type: Any, timeout_s: float | None = None) -> Any:
         call = self._channels[0].unary_unary(
-            SERVICE + method, request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString)
+            SERVICE + method,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
         try:
             return call(request, timeout=timeout_s or self.timeout_s, metadata=self._request_md())
         except grpc.RpcError as exc:
             out = rpc_failure(exc)
             if exc.code() in _UNREACHABLE:
-                raise TargetError(f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}") from None
+                raise TargetError(
+                    f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}"
+                ) from None
             raise _RpcFailed(out) from None
 
     def infer_decoded(self, req: bytes | EncodedRequest) -> InferResponse:
@@ -172,7 +177,9 @@ class GrpcClient:
         except grpc.RpcError as exc:
             out = rpc_failure(exc)
             if exc.code() in _UNREACHABLE:
-                raise TargetError(f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}") from None
+                raise TargetError(
+                    f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}"
+                ) from None
             raise OIPServerError(f"{out.error_kind}: {out.message}") from None
         return pb_codec.decode_response(data)
 
@@ -184,7 +191,9 @@ class GrpcClient:
 
     def model_ready(self) -> bool:
         try:
-            reply = self._unary("ModelReady", pb.ModelReadyRequest(name=self.target.name), pb.ModelReadyResponse)
+            reply = self._unary(
+                "ModelReady", pb.ModelReadyRequest(name=self.target.name), pb.ModelReadyResponse
+            )
         except _RpcFailed:
             return False
         return bool(reply.ready)
@@ -192,8 +201,9 @@ class GrpcClient:
     def model_metadata(self) -> dict[str, Any]:
         what = f"{self.target.kind} {self.target.name!r} on {self.target.safe_host}"
         try:
-            reply = self._unary("ModelMetadata", pb.ModelMetadataRequest(name=self.target.name),
-                                pb.ModelMetadataResponse)
+            reply = self._unary(
+                "ModelMetadata", pb.ModelMetadataRequest(name=self.target.name), pb.ModelMetadataResponse
+            )
         except _RpcFailed as exc:
             raise TargetError(f"cannot get the metadata of {what}: {exc}") from None
         return pb_codec.metadata_to_dict(reply)
@@ -203,8 +213,12 @@ class GrpcClient:
         t = self.target
         where = f"{t.kind} {t.name!r} on {t.safe_host}"
         try:
-            self._unary("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse,
-                        timeout_s=max(self.connect_timeout_s, 0.1))
+            self._unary(
+                "ServerLive",
+                pb.ServerLiveRequest(),
+                pb.ServerLiveResponse,
+                timeout_s=max(self.connect_timeout_s, 0.1),
+            )
         except _RpcFailed:
             pass  # reachable; some gateways do not implement ServerLive
         try:

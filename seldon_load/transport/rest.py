@@ -50,10 +50,18 @@ class ConnectTimeout(TimeoutError):
 class _Pool(ConnectionPool):
     """geventhttpclient's keep-alive pool with TCP_NODELAY and our own TLS context."""
 
-    def __init__(self, target: Target, size: int, connect_timeout_s: float, timeout_s: float,
-                 ssl_context: Any | None) -> None:
-        super().__init__(target.hostname, target.port, target.hostname, target.port, size=size,
-                         connection_timeout=connect_timeout_s, network_timeout=timeout_s)
+    def __init__(
+        self, target: Target, size: int, connect_timeout_s: float, timeout_s: float, ssl_context: Any | None
+    ) -> None:
+        super().__init__(
+            target.hostname,
+            target.port,
+            target.hostname,
+            target.port,
+            size=size,
+            connection_timeout=connect_timeout_s,
+            network_timeout=timeout_s,
+        )
         self._ssl_context = ssl_context
 
     def _connect_socket(self, sock: Any, address: Any) -> Any:
@@ -227,7 +235,11 @@ class RestClient:
             return Outcome(False, oc.CANCELLED, "client closed")
         body = req.body
         head = b"%s%x\r\n%sContent-Length: %d\r\n\r\n" % (
-            self._infer_start, self._counter(), self._extra_headers(req.headers), len(body))
+            self._infer_start,
+            self._counter(),
+            self._extra_headers(req.headers),
+            len(body),
+        )
         try:
             response, data = self._exchange(head, body)
         except (OSError, HTTPParseError, RuntimeError) as exc:
@@ -247,8 +259,9 @@ class RestClient:
 
     # ------------------------------------------------------------------ control plane
 
-    def _call(self, method: str, path: str, body: bytes = b"",
-              headers: tuple[tuple[str, str], ...] = ()) -> tuple[_Response, bytes]:
+    def _call(
+        self, method: str, path: str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[_Response, bytes]:
         """A non-hot-path request; transport failures raise TargetError with one line."""
         if self._closed:
             raise TargetError(f"the client for {self.target.safe_host} is closed")
@@ -258,7 +271,9 @@ class RestClient:
         try:
             return self._exchange(head + b"\r\n", body)
         except (OSError, HTTPParseError, RuntimeError) as exc:
-            raise TargetError(f"cannot connect to {self.target.safe_host}: {reason(exc, self.timeout_s)}") from None
+            raise TargetError(
+                f"cannot connect to {self.target.safe_host}: {reason(exc, self.timeout_s)}"
+            ) from None
 
     def infer_decoded(self, req: EncodedRequest) -> InferResponse:
         """One inference call, decoded; raises OIPError for a bad or failed answer, TargetError

@@ -21,8 +21,11 @@ class TlsConfig:
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("a TLS client certificate needs both a certificate file and a key file")
-        for label, path in (("CA file", self.ca_file), ("client certificate", self.cert_file),
-                            ("client key", self.key_file)):
+        for label, path in (
+            ("CA file", self.ca_file),
+            ("client certificate", self.cert_file),
+            ("client key", self.key_file),
+        ):
             if path is not None:
                 _check_readable(label, path)
 
@@ -55,7 +58,9 @@ class TlsConfig:
         import grpc
 
         if self.insecure_skip_verify:
-            raise ConfigError("skipping TLS verification is not supported for gRPC: give the server's CA file")
+            raise ConfigError(
+                "skipping TLS verification is not supported for gRPC: give the server's CA file"
+            )
         root = _read(self.ca_file) if self.ca_file else None
         key = _read(self.key_file) if self.key_file else None
         cert = _read(self.cert_file) if self.cert_file else None

@@ -116,7 +116,9 @@ def test_metadata_is_the_same_over_both_protocols(testbed: Any) -> None:
             client.close()
     rest_doc, grpc_doc = docs
     assert rest_doc["name"] == grpc_doc["name"] == "synth-5ms"
-    assert rest_doc["inputs"] == grpc_doc["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert (
+        rest_doc["inputs"] == grpc_doc["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}]
+    )
     assert rest_doc["outputs"] == grpc_doc["outputs"]
 
 
@@ -187,15 +189,17 @@ def test_payload_pool_from_metadata_end_to_end(testbed: Any, protocol: str, bina
     target = parse_target(host_of(testbed, protocol), "synth-5ms", None)
     client = make_client(target)
     try:
-        pool = build_payload_pool(target, client.model_metadata(), batch_size=3, pool_size=4,
-                                  raw_grpc=binary_grpc_raw)
+        pool = build_payload_pool(
+            target, client.model_metadata(), batch_size=3, pool_size=4, raw_grpc=binary_grpc_raw
+        )
         outcomes = [client.infer(pool.next()) for _ in range(8)]
         reply = client.infer_decoded(pool.items[1])
     finally:
         client.close()
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
-    np.testing.assert_allclose(reply.output("OUTPUT0").data, synth_expected(pool.requests[1].inputs[0].data),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        reply.output("OUTPUT0").data, synth_expected(pool.requests[1].inputs[0].data), rtol=1e-5
+    )
 
 
 def test_pipeline_target(testbed: Any, protocol: str) -> None:
@@ -302,12 +306,17 @@ class ScriptedServer:
 
 
 def http_response(status: str, body: bytes, extra: str = "") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{extra}\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
-OK_BODY = orjson.dumps({"model_name": "m", "outputs": [
-    {"name": "OUTPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]})
+OK_BODY = orjson.dumps(
+    {
+        "model_name": "m",
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}],
+    }
+)
 
 
 @pytest.fixture
@@ -324,8 +333,12 @@ def scripted() -> Iterator[Callable[..., ScriptedServer]]:
         server.stop()
 
 
-def rest_target(port: int, scheme: str = "http", host: str = "127.0.0.1", creds: str = "", **kw: Any) -> Target:
-    return parse_target(f"{scheme}://{creds}{host}:{port}", kw.pop("model", "m"), kw.pop("pipeline", None), **kw)
+def rest_target(
+    port: int, scheme: str = "http", host: str = "127.0.0.1", creds: str = "", **kw: Any
+) -> Target:
+    return parse_target(
+        f"{scheme}://{creds}{host}:{port}", kw.pop("model", "m"), kw.pop("pipeline", None), **kw
+    )
 
 
 def test_request_bytes_and_headers(scripted: Callable[..., ScriptedServer]) -> None:
@@ -356,14 +369,23 @@ def test_binary_request_headers(scripted: Callable[..., ScriptedServer]) -> None
         assert client.infer(encoded).ok
     headers = server.headers(0)
     assert headers["content-type"] == "application/octet-stream"
-    assert headers["inference-header-content-length"] == dict(encoded.headers)["Inference-Header-Content-Length"]
+    assert (
+        headers["inference-header-content-length"] == dict(encoded.headers)["Inference-Header-Content-Length"]
+    )
     assert server.requests[0][1] == encoded.body
 
 
-BINARY_HEADER = orjson.dumps({"model_name": "m", "outputs": [
-    {"name": "y", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]})
-BINARY_ANSWER = http_response("200 OK", BINARY_HEADER + np.array([1.5, -2.0], dtype="<f4").tobytes(),
-                              f"X-Other: 1\r\nInference-Header-Content-Length: {len(BINARY_HEADER)}\r\nX-Last: 2\r\n")
+BINARY_HEADER = orjson.dumps(
+    {
+        "model_name": "m",
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}],
+    }
+)
+BINARY_ANSWER = http_response(
+    "200 OK",
+    BINARY_HEADER + np.array([1.5, -2.0], dtype="<f4").tobytes(),
+    f"X-Other: 1\r\nInference-Header-Content-Length: {len(BINARY_HEADER)}\r\nX-Last: 2\r\n",
+)
 
 
 @pytest.mark.parametrize("trickle", [False, True], ids=["whole", "byte-by-byte"])
@@ -389,19 +411,32 @@ def test_bad_header_length_is_an_invalid_response(scripted: Callable[..., Script
 @pytest.mark.parametrize(
     ("answer", "kind", "message"),
     [
-        (http_response("503 Service Unavailable", b'{"error": "overloaded"}'), "http_503", "HTTP 503: overloaded"),
-        (http_response("500 Internal Server Error", b"Internal Server Error"), "http_500",
-         "HTTP 500: Internal Server Error"),
+        (
+            http_response("503 Service Unavailable", b'{"error": "overloaded"}'),
+            "http_503",
+            "HTTP 503: overloaded",
+        ),
+        (
+            http_response("500 Internal Server Error", b"Internal Server Error"),
+            "http_500",
+            "HTTP 500: Internal Server Error",
+        ),
         (http_response("200 OK", b'{"error": "model crashed"}'), "oip_error", "server error: model crashed"),
         (http_response("200 OK", b"<html>"), "invalid_response", "response is not valid JSON.*"),
-        (http_response("200 OK", orjson.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [3],
-                                                            "data": [1]}]})),
-         "invalid_response", "output 'y': 1 elements, shape \\[3\\] needs 3"),
+        (
+            http_response(
+                "200 OK",
+                orjson.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [3], "data": [1]}]}),
+            ),
+            "invalid_response",
+            "output 'y': 1 elements, shape \\[3\\] needs 3",
+        ),
         (b"HTTX/9 nonsense\r\n\r\n", "invalid_response", None),
     ],
 )
-def test_failures_are_outcomes(scripted: Callable[..., ScriptedServer], answer: bytes, kind: str,
-                               message: str | None) -> None:
+def test_failures_are_outcomes(
+    scripted: Callable[..., ScriptedServer], answer: bytes, kind: str, message: str | None
+) -> None:
     server = scripted(lambda i, head, body: answer)
     target = rest_target(server.port)
     with RestClient(target) as client:
@@ -432,7 +467,9 @@ def test_timeout(scripted: Callable[..., ScriptedServer]) -> None:
     assert (out.ok, out.error_kind, out.message) == (False, "timeout", "timed out after 0.2 s")
 
 
-def test_server_closing_an_idle_keep_alive_connection_is_retried(scripted: Callable[..., ScriptedServer]) -> None:
+def test_server_closing_an_idle_keep_alive_connection_is_retried(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
     server = scripted(lambda i, head, body: None if i == 1 else http_response("200 OK", OK_BODY))
     target = rest_target(server.port)
     with RestClient(target) as client:

@@ -7,12 +7,23 @@ import struct
 import numpy as np
 import pytest
 
-from seldon_load.errors import OIPError
+from seldon_load.errors import ConfigError, OIPError
 from seldon_load.oip import datatypes
 
 SIZES = {
-    "BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2, "INT32": 4,
-    "INT64": 8, "FP16": 2, "FP32": 4, "FP64": 8, "BYTES": 0,
+    "BOOL": 1,
+    "UINT8": 1,
+    "UINT16": 2,
+    "UINT32": 4,
+    "UINT64": 8,
+    "INT8": 1,
+    "INT16": 2,
+    "INT32": 4,
+    "INT64": 8,
+    "FP16": 2,
+    "FP32": 4,
+    "FP64": 8,
+    "BYTES": 0,
 }
 
 
@@ -104,3 +115,11 @@ def test_element_count() -> None:
     assert datatypes.element_count([]) == 1
     assert datatypes.element_count([2, 3, 4]) == 24
     assert datatypes.element_count([5, 0]) == 0
+
+
+def test_check_input_before_encoding() -> None:
+    datatypes.check_input("a", "FP32", [2, 2], np.zeros((2, 2)))
+    with pytest.raises(ConfigError, match=r"input 'a': 3 values for shape \[2, 2\] \(4 needed\)"):
+        datatypes.check_input("a", "FP32", [2, 2], np.zeros(3))
+    with pytest.raises(ConfigError, match="input 'a': unknown datatype 'F32'"):
+        datatypes.check_input("a", "F32", [1], np.zeros(1))

@@ -45,16 +45,24 @@ def response_json(*outputs: dict[str, Any], **extra: Any) -> bytes:
 
 def test_json_request_is_row_major_flat_data_with_parameters_and_outputs() -> None:
     x = np.array([[1.0, 2.5], [3.0, 0.1]], dtype=np.float32)
-    req = request(Tensor("x", "FP32", [2, 2], x, {"content_type": "np"}), outputs=["y"],
-                  parameters={"p": 1}, id="abc")
+    req = request(
+        Tensor("x", "FP32", [2, 2], x, {"content_type": "np"}), outputs=["y"], parameters={"p": 1}, id="abc"
+    )
     enc = json_codec.encode_request(req)
     assert enc.headers == (("Content-Type", "application/json"),)
     doc = orjson.loads(enc.body)
     assert doc == {
         "id": "abc",
         "parameters": {"p": 1},
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1.0, 2.5, 3.0, 0.1],
-                    "parameters": {"content_type": "np"}}],
+        "inputs": [
+            {
+                "name": "x",
+                "datatype": "FP32",
+                "shape": [2, 2],
+                "data": [1.0, 2.5, 3.0, 0.1],
+                "parameters": {"content_type": "np"},
+            }
+        ],
         "outputs": [{"name": "y"}],
     }
 
@@ -86,8 +94,9 @@ def test_json_cannot_carry_non_utf8_bytes() -> None:
 def test_binary_request_layout() -> None:
     x = np.array([[1.0, -2.0]], dtype=np.float32)
     s = datatypes.bytes_array([b"ab", b"c"])
-    enc = json_codec.encode_request(request(Tensor("x", "FP32", [1, 2], x), Tensor("s", "BYTES", [2], s),
-                                            outputs=["y"]), binary=True)
+    enc = json_codec.encode_request(
+        request(Tensor("x", "FP32", [1, 2], x), Tensor("s", "BYTES", [2], s), outputs=["y"]), binary=True
+    )
     headers = dict(enc.headers)
     assert headers["Content-Type"] == "application/octet-stream"
     n = int(headers["Inference-Header-Content-Length"])
@@ -109,12 +118,14 @@ def test_binary_request_without_outputs_asks_for_binary_outputs() -> None:
 def test_binary_request_matches_tritonclient(datatype: str) -> None:
     """tritonclient is the reference implementation of the binary data extension."""
     data = sample(datatype, [2, 3])
-    ours = json_codec.encode_request(request(Tensor("in", datatype, [2, 3], data), outputs=["out"], id="r"),
-                                     binary=True)
+    ours = json_codec.encode_request(
+        request(Tensor("in", datatype, [2, 3], data), outputs=["out"], id="r"), binary=True
+    )
     tin = triton_http.InferInput("in", [2, 3], datatype)
     tin.set_data_from_numpy(data if datatype != "FP16" else data.astype(np.float16), binary_data=True)
     body, header_length = triton_http.InferenceServerClient.generate_request_body(
-        [tin], outputs=[triton_http.InferRequestedOutput("out", binary_data=True)], request_id="r")
+        [tin], outputs=[triton_http.InferRequestedOutput("out", binary_data=True)], request_id="r"
+    )
     n = int(dict(ours.headers)["Inference-Header-Content-Length"])
     assert orjson.loads(ours.body[:n]) == orjson.loads(body[:header_length])
     assert ours.body[n:] == body[header_length:]
@@ -142,13 +153,17 @@ def test_decode_json_response() -> None:
     body = response_json(
         {"name": "y", "datatype": "FP32", "shape": [2, 2], "data": [1, 2.5, 3, 4], "parameters": {"c": "np"}},
         {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["hé"]},
-        model_version="1", id="i", parameters={"p": 2},
+        model_version="1",
+        id="i",
+        parameters={"p": 2},
     )
     json_codec.check_response(body)
     resp = json_codec.decode_response(body)
     assert (resp.model_name, resp.model_version, resp.id, resp.parameters) == ("m", "1", "i", {"p": 2})
     y = resp.output("y")
-    assert y.data.dtype == np.float32 and y.data.tolist() == [[1, 2.5], [3, 4]] and y.parameters == {"c": "np"}
+    assert (
+        y.data.dtype == np.float32 and y.data.tolist() == [[1, 2.5], [3, 4]] and y.parameters == {"c": "np"}
+    )
     assert resp.output("s").data.tolist() == ["hé".encode()]
 
 
@@ -167,12 +182,14 @@ def binary_response(raw_parts: list[tuple[dict[str, Any], bytes]]) -> tuple[byte
 
 
 def test_decode_binary_response() -> None:
-    body, n = binary_response([
-        ({"name": "y", "datatype": "FP16", "shape": [2]}, struct.pack("<ee", 1.0, 2.0)),
-        ({"name": "b", "datatype": "BOOL", "shape": [3]}, b"\x01\x00\x01"),
-        ({"name": "s", "datatype": "BYTES", "shape": [1]}, b"\x01\x00\x00\x00z"),
-        ({"name": "u", "datatype": "UINT16", "shape": [1]}, struct.pack("<H", 513)),
-    ])
+    body, n = binary_response(
+        [
+            ({"name": "y", "datatype": "FP16", "shape": [2]}, struct.pack("<ee", 1.0, 2.0)),
+            ({"name": "b", "datatype": "BOOL", "shape": [3]}, b"\x01\x00\x01"),
+            ({"name": "s", "datatype": "BYTES", "shape": [1]}, b"\x01\x00\x00\x00z"),
+            ({"name": "u", "datatype": "UINT16", "shape": [1]}, struct.pack("<H", 513)),
+        ]
+    )
     json_codec.check_response(body, n)
     resp = json_codec.decode_response(body, n)
     assert resp.output("y").data.tolist() == [1.0, 2.0] and resp.output("y").data.dtype == np.float16
@@ -193,22 +210,47 @@ BAD_RESPONSES = [
     (b"<html>oops</html>", None, "not valid JSON"),
     (b"[1, 2]", None, "not a JSON object"),
     (b'{"model_name": "m"}', None, "'outputs' must be a list"),
-    (response_json({"name": "y", "datatype": "FP32", "shape": [3], "data": [1, 2]}), None, "2 elements, shape \\[3\\] needs 3"),
-    (response_json({"name": "y", "datatype": "FP32", "shape": [1], "data": ["x"]}), None, "str value .x. in a FP32 tensor"),
-    (response_json({"name": "y", "datatype": "INT32", "shape": [1], "data": [1.5]}), None, "float value 1.5 in a INT32"),
-    (response_json({"name": "y", "datatype": "BOOL", "shape": [1], "data": [1]}), None, "int value 1 in a BOOL"),
-    (response_json({"name": "y", "datatype": "FP99", "shape": [1], "data": [1]}), None, "unknown datatype 'FP99'"),
+    (
+        response_json({"name": "y", "datatype": "FP32", "shape": [3], "data": [1, 2]}),
+        None,
+        "2 elements, shape \\[3\\] needs 3",
+    ),
+    (
+        response_json({"name": "y", "datatype": "FP32", "shape": [1], "data": ["x"]}),
+        None,
+        "str value .x. in a FP32 tensor",
+    ),
+    (
+        response_json({"name": "y", "datatype": "INT32", "shape": [1], "data": [1.5]}),
+        None,
+        "float value 1.5 in a INT32",
+    ),
+    (
+        response_json({"name": "y", "datatype": "BOOL", "shape": [1], "data": [1]}),
+        None,
+        "int value 1 in a BOOL",
+    ),
+    (
+        response_json({"name": "y", "datatype": "FP99", "shape": [1], "data": [1]}),
+        None,
+        "unknown datatype 'FP99'",
+    ),
     (response_json({"name": "y", "datatype": "FP32", "shape": [-1], "data": [1]}), None, "shape must be"),
     (response_json({"datatype": "FP32", "shape": [1], "data": [1]}), None, "output 0 has no string 'name'"),
     (response_json({"name": "y", "datatype": "FP32", "shape": [1]}), None, "'data' must be a list"),
-    (response_json({"name": "y", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}), None,
-     "overruns the binary part"),
+    (
+        response_json({"name": "y", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}),
+        None,
+        "overruns the binary part",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "header_length", "message"), BAD_RESPONSES)
 @pytest.mark.parametrize("decoder", [json_codec.check_response, json_codec.decode_response])
-def test_bad_responses_are_oip_errors(decoder: Any, body: bytes, header_length: int | None, message: str) -> None:
+def test_bad_responses_are_oip_errors(
+    decoder: Any, body: bytes, header_length: int | None, message: str
+) -> None:
     with pytest.raises(OIPError, match=message):
         decoder(body, header_length)
 
@@ -239,7 +281,9 @@ def test_error_body_is_an_oip_server_error() -> None:
     with pytest.raises(OIPServerError):
         json_codec.check_response(b'{"error": {"code": 3}}')
     assert json_codec.error_message(b'{"error": "boom"}') == "boom"
-    assert json_codec.error_message(b'{"detail": [{"msg": "field required"}]}') == '[{"msg":"field required"}]'
+    assert (
+        json_codec.error_message(b'{"detail": [{"msg": "field required"}]}') == '[{"msg":"field required"}]'
+    )
     assert json_codec.error_message(b"Internal Server Error") is None
 
 
@@ -255,28 +299,51 @@ def test_request_file_errors() -> None:
     with pytest.raises(OIPError, match="'inputs' is empty"):
         json_codec.decode_request(b'{"inputs": []}')
     with pytest.raises(OIPError, match="requested output 0 has no string 'name'"):
-        json_codec.decode_request(orjson.dumps({"inputs": [{"name": "a", "datatype": "INT8", "shape": [1],
-                                                            "data": [1]}], "outputs": [{}]}))
+        json_codec.decode_request(
+            orjson.dumps(
+                {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1]}], "outputs": [{}]}
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- robustness
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=20,
 )
 tensor_entries = st.fixed_dictionaries(
-    {"name": st.text(max_size=3) | st.integers(), "datatype": st.sampled_from([*ALL_TYPES, "X"]),
-     "shape": st.lists(st.integers(-2, 4), max_size=3)},
-    optional={"data": json_values, "parameters": st.dictionaries(st.sampled_from(["binary_data_size", "p"]),
-                                                                  st.integers(-1, 40) | json_values)},
+    {
+        "name": st.text(max_size=3) | st.integers(),
+        "datatype": st.sampled_from([*ALL_TYPES, "X"]),
+        "shape": st.lists(st.integers(-2, 4), max_size=3),
+    },
+    optional={
+        "data": json_values,
+        "parameters": st.dictionaries(
+            st.sampled_from(["binary_data_size", "p"]), st.integers(-1, 40) | json_values
+        ),
+    },
 )
-documents = st.fixed_dictionaries({}, optional={
-    "model_name": json_values, "outputs": st.lists(tensor_entries, max_size=3) | json_values,
-    "inputs": st.lists(tensor_entries, max_size=3), "error": json_values, "parameters": json_values,
-    "id": json_values, "model_version": json_values,
-})
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "model_name": json_values,
+        "outputs": st.lists(tensor_entries, max_size=3) | json_values,
+        "inputs": st.lists(tensor_entries, max_size=3),
+        "error": json_values,
+        "parameters": json_values,
+        "id": json_values,
+        "model_version": json_values,
+    },
+)
 
 
 def _safe(call: Any) -> bool:
@@ -290,7 +357,9 @@ def _safe(call: Any) -> bool:
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=documents, tail=st.binary(max_size=24), header_length=st.none() | st.integers(-5, 400))
-def test_random_documents_never_crash_the_decoders(doc: dict[str, Any], tail: bytes, header_length: int | None) -> None:
+def test_random_documents_never_crash_the_decoders(
+    doc: dict[str, Any], tail: bytes, header_length: int | None
+) -> None:
     header = json.dumps(doc).encode()  # stdlib: also big integers, as a server may send
     body = header + tail if header_length is not None else header
     for n in (header_length, len(header) if header_length is not None else None):
@@ -312,10 +381,12 @@ def test_random_bytes_never_crash_the_decoders(data: bytes, header_length: int |
 @settings(max_examples=200, deadline=None, database=None)
 @given(position=st.integers(0, 10_000), byte=st.integers(0, 255), cut=st.integers(0, 10_000))
 def test_mutated_valid_answers_never_crash_the_decoders(position: int, byte: int, cut: int) -> None:
-    body, n = binary_response([
-        ({"name": "y", "datatype": "FP32", "shape": [2]}, struct.pack("<ff", 1, 2)),
-        ({"name": "s", "datatype": "BYTES", "shape": [2]}, b"\x01\x00\x00\x00a\x00\x00\x00\x00"),
-    ])
+    body, n = binary_response(
+        [
+            ({"name": "y", "datatype": "FP32", "shape": [2]}, struct.pack("<ff", 1, 2)),
+            ({"name": "s", "datatype": "BYTES", "shape": [2]}, b"\x01\x00\x00\x00a\x00\x00\x00\x00"),
+        ]
+    )
     mutated = bytearray(body)
     mutated[position % len(mutated)] = byte
     mutated = bytes(mutated[: len(mutated) - cut % 8])

@@ -45,12 +45,17 @@ def write_json(path: Path, doc: Any) -> Path:
 
 
 def good_file(tmp_path: Path) -> Path:
-    return write_json(tmp_path / "req.json", {
-        "parameters": {"content_type": "np"},
-        "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 4], "data": [[1, 2, 3, 4], [5, 6, 7, 8]]},
-                   {"name": "s", "datatype": "BYTES", "shape": [2, 1], "data": ["a", "b"]}],
-        "outputs": [{"name": "OUTPUT0"}],
-    })
+    return write_json(
+        tmp_path / "req.json",
+        {
+            "parameters": {"content_type": "np"},
+            "inputs": [
+                {"name": "INPUT0", "datatype": "FP32", "shape": [2, 4], "data": [[1, 2, 3, 4], [5, 6, 7, 8]]},
+                {"name": "s", "datatype": "BYTES", "shape": [2, 1], "data": ["a", "b"]},
+            ],
+            "outputs": [{"name": "OUTPUT0"}],
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- files
@@ -70,10 +75,18 @@ def test_load_request_file(tmp_path: Path) -> None:
     [
         (b"{not json", "is not valid JSON"),
         (b"[]", "is not a JSON object"),
-        (b'{"inputs": [{"name": "a", "datatype": "FLOAT", "shape": [1], "data": [1]}]}', "unknown datatype 'FLOAT'"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}]}',
-         "input 'a': 3 elements, shape \\[2, 2\\] needs 4"),
-        (b'{"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1000]}]}', "out of range for INT8"),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FLOAT", "shape": [1], "data": [1]}]}',
+            "unknown datatype 'FLOAT'",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}]}',
+            "input 'a': 3 elements, shape \\[2, 2\\] needs 4",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1000]}]}',
+            "out of range for INT8",
+        ),
         (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": ["x"]}]}', "str value 'x'"),
         (b'{"outputs": []}', "'inputs' must be a list"),
     ],
@@ -109,7 +122,13 @@ def test_synthesize_fills_dynamic_dims_and_fits_datatypes() -> None:
     req = synthesize_request(METADATA, 3, np.random.default_rng(1))
     by_name = {t.name: t for t in req.inputs}
     assert {n: t.shape for n, t in by_name.items()} == {
-        "INPUT0": [3, 4], "mask": [3, 1], "ids": [3], "text": [3], "half": [2, 1], "small": [3, 2]}
+        "INPUT0": [3, 4],
+        "mask": [3, 1],
+        "ids": [3],
+        "text": [3],
+        "half": [2, 1],
+        "small": [3, 2],
+    }
     assert by_name["INPUT0"].data.dtype == np.float32 and by_name["INPUT0"].data.shape == (3, 4)
     assert by_name["mask"].data.dtype == np.bool_
     assert by_name["ids"].data.dtype == np.int64 and 0 <= by_name["ids"].data.min()
@@ -198,7 +217,10 @@ def test_file_payload_is_used_as_is_unless_variants_are_asked(tmp_path: Path) ->
     path = good_file(tmp_path)
     pool = build_payload_pool(REST, None, payload_file=path, pool_size=8)
     assert len(pool) == 1
-    assert json_codec.decode_request(pool.items[0].body).inputs[0].data.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert json_codec.decode_request(pool.items[0].body).inputs[0].data.tolist() == [
+        [1, 2, 3, 4],
+        [5, 6, 7, 8],
+    ]
     pool = build_payload_pool(REST, None, payload_file=path, pool_size=4, file_variants=True)
     assert len(pool) == 4 and len({i.body for i in pool.items}) == 4
     variant = json_codec.decode_request(pool.items[2].body)

@@ -57,8 +57,12 @@ def test_raw_contents_are_little_endian() -> None:
 
 
 def test_fp16_forces_raw_for_every_input() -> None:
-    req = InferRequest([Tensor("a", "FP32", [1], np.ones(1, np.float32)),
-                        Tensor("h", "FP16", [2], np.array([1, 2], np.float16))])
+    req = InferRequest(
+        [
+            Tensor("a", "FP32", [1], np.ones(1, np.float32)),
+            Tensor("h", "FP16", [2], np.array([1, 2], np.float16)),
+        ]
+    )
     msg = pb_codec.encode_request(req, "m", raw=False)
     assert len(msg.raw_input_contents) == 2
     assert msg.raw_input_contents[1] == struct.pack("<ee", 1, 2)
@@ -125,8 +129,13 @@ def response(datatype: str, shape: list[int], raw: bytes | None = None, **conten
 
 
 def test_decode_raw_fp16_bool_and_bytes() -> None:
-    assert pb_codec.decode_response(response("FP16", [2], struct.pack("<ee", 0.5, 4))).outputs[0].data.tolist() == [0.5, 4]
-    assert pb_codec.decode_response(response("BOOL", [2], b"\x00\x01")).outputs[0].data.tolist() == [False, True]
+    assert pb_codec.decode_response(response("FP16", [2], struct.pack("<ee", 0.5, 4))).outputs[
+        0
+    ].data.tolist() == [0.5, 4]
+    assert pb_codec.decode_response(response("BOOL", [2], b"\x00\x01")).outputs[0].data.tolist() == [
+        False,
+        True,
+    ]
     raw = b"\x02\x00\x00\x00hi\x00\x00\x00\x00"
     assert pb_codec.decode_response(response("BYTES", [2], raw)).outputs[0].data.tolist() == [b"hi", b""]
 
@@ -169,11 +178,17 @@ def test_typed_value_out_of_range_is_caught_by_full_decode() -> None:
 def test_metadata_to_dict_matches_the_rest_form() -> None:
     msg = pb.ModelMetadataResponse(name="iris", platform="sklearn", versions=["1"])
     msg.inputs.add(name="input-0", datatype="FP32", shape=[-1, 4])
-    msg.outputs.add(name="predict", datatype="INT64", shape=[-1, 1]).parameters["content_type"].string_param = "np"
+    msg.outputs.add(name="predict", datatype="INT64", shape=[-1, 1]).parameters[
+        "content_type"
+    ].string_param = "np"
     assert pb_codec.metadata_to_dict(msg) == {
-        "name": "iris", "versions": ["1"], "platform": "sklearn",
+        "name": "iris",
+        "versions": ["1"],
+        "platform": "sklearn",
         "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}],
-        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1, 1], "parameters": {"content_type": "np"}}],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1, 1], "parameters": {"content_type": "np"}}
+        ],
     }
 
 
@@ -194,16 +209,23 @@ def test_random_bytes_never_crash_the_decoders(data: bytes) -> None:
 
 
 outputs = st.lists(
-    st.tuples(st.text(max_size=3), st.sampled_from([*ALL_TYPES, "", "X"]), st.lists(st.integers(-2, 4), max_size=3),
-              st.lists(st.integers(-(2**31), 2**31 - 1), max_size=6), st.lists(st.floats(width=32), max_size=6),
-              st.lists(st.binary(max_size=5), max_size=4)),
+    st.tuples(
+        st.text(max_size=3),
+        st.sampled_from([*ALL_TYPES, "", "X"]),
+        st.lists(st.integers(-2, 4), max_size=3),
+        st.lists(st.integers(-(2**31), 2**31 - 1), max_size=6),
+        st.lists(st.floats(width=32), max_size=6),
+        st.lists(st.binary(max_size=5), max_size=4),
+    ),
     max_size=3,
 )
 
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(outs=outputs, raws=st.lists(st.binary(max_size=24), max_size=3), cut=st.integers(0, 5))
-def test_random_and_truncated_messages_never_crash_the_decoders(outs: list[Any], raws: list[bytes], cut: int) -> None:
+def test_random_and_truncated_messages_never_crash_the_decoders(
+    outs: list[Any], raws: list[bytes], cut: int
+) -> None:
     msg = pb.ModelInferResponse(model_name="m")
     for name, datatype, shape, ints, floats, blobs in outs:
         out = msg.outputs.add(name=name, datatype=datatype, shape=shape)

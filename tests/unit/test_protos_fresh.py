@@ -52,6 +52,16 @@ def test_wire_compatible_with_mlserver_dataplane() -> None:
         assert extra <= {"InferParameter.double_param", "InferParameter.uint64_param"}, extra
     service = ours.services_by_name["GRPCInferenceService"]
     ml_service = theirs.services_by_name["GRPCInferenceService"]
-    for method in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"):
+    for method in (
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+    ):
         a, b = service.methods_by_name[method], ml_service.methods_by_name[method]
-        assert (a.input_type.full_name, a.output_type.full_name) == (b.input_type.full_name, b.output_type.full_name)
+        assert (a.input_type.full_name, a.output_type.full_name) == (
+            b.input_type.full_name,
+            b.output_type.full_name,
+        )

@@ -86,8 +86,9 @@ def test_safe_host_of_ipv6_and_grpc() -> None:
         ("", "m", None, None, "--host is empty"),
     ],
 )
-def test_bad_input_is_one_config_error_line(host: str, model: str | None, pipeline: str | None,
-                                            protocol: str | None, message: str) -> None:
+def test_bad_input_is_one_config_error_line(
+    host: str, model: str | None, pipeline: str | None, protocol: str | None, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         parse_target(host, model, pipeline, protocol)
     assert "\n" not in str(info.value)
