@@ -35,8 +35,9 @@ def add_arguments(parser) -> None:
                    help="OIP JSON request file (default: synthesised from the model's metadata)")
     g.add_argument("--batch-size", type=int, default=1, include_in_web_ui=True,
                    help="Fills -1 (batch) dimensions when synthesising a payload, e.g. --batch-size 8")
-    g.add_argument("--payload-variants", type=int, default=8, include_in_web_ui=False,
-                   help="Distinct random payloads to rotate through (avoids cache effects)")
+    g.add_argument("--payload-variants", type=int, default=0, include_in_web_ui=False,
+                   help="Distinct random payloads to rotate through, avoiding cache effects "
+                        "(default: 8 synthesised; a --payload file is sent as-is unless this is given)")
     g.add_argument("--binary", action="store_true", default=False, include_in_web_ui=False,
                    help="REST: use the binary tensor data extension")
     g.add_argument("--grpc-typed", action="store_true", default=False, include_in_web_ui=False,
@@ -158,7 +159,7 @@ class Settings:
     run_time_s: float | None = None
     payload: str = ""
     batch_size: int = 1
-    payload_variants: int = 8
+    payload_variants: int = 0  # 0: 8 synthesised variants, or the file as-is
     binary: bool = False
     grpc_raw: bool = True
     timeout_s: float = 30.0
@@ -217,7 +218,7 @@ class Settings:
         if o.batch_size < 1 or o.batch_size > 1_000_000:
             raise ConfigError(f"--batch-size must be between 1 and 1000000 (got {o.batch_size})")
         s.batch_size = o.batch_size
-        if o.payload_variants < 1 or o.payload_variants > 1024:
+        if o.payload_variants < 0 or o.payload_variants > 1024:
             raise ConfigError("--payload-variants must be between 1 and 1024")
         s.payload_variants = o.payload_variants
         s.binary, s.grpc_raw = bool(o.binary), not o.grpc_typed

@@ -85,7 +85,8 @@ class ProcessState:
             if self.metadata is None and not s.payload:
                 self.metadata = self.client.model_metadata()
             self._pool = build_payload_pool(s.target, self.metadata, payload_file=s.payload or None,
-                                            batch_size=s.batch_size, pool_size=s.payload_variants,
+                                            batch_size=s.batch_size, pool_size=s.payload_variants or 8,
+                                            file_variants=s.payload_variants > 0,
                                             seed=os.getpid(), binary=s.binary, raw_grpc=s.grpc_raw)
         return self._pool
 
