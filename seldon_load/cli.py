@@ -50,7 +50,7 @@ class _PluginOptions:
         self.options: list[tuple[str, str, str | None]] = []  # (flag, dest, action)
 
     def add_argument(self, *flags, **kw):
-        for key in ("include_in_web_ui", "is_secret", "is_required", "is_multiple"):
+        for key in ("include_in_web_ui", "is_secret", "is_required", "is_multiple", "env_var"):
             kw.pop(key, None)
         action = kw.get("action")
         default = kw.get("default")
@@ -110,14 +110,7 @@ def validate(args: list[str]) -> None:
 
     parser = get_parser(default_config_files=[])
     add_arguments(parser)
-    opts = parser.parse_args(args)
-    if getattr(opts, "run_time", None):
-        from locust.util.timespan import parse_timespan
-
-        try:
-            opts.run_time = parse_timespan(opts.run_time)
-        except ValueError as exc:
-            raise SeldonLoadError(f"invalid --run-time: {exc}") from None
+    opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
     Settings.from_options(opts)
 
 

@@ -375,7 +375,10 @@ def _on_test_stop(session: Session) -> None:
     from seldon_load.report.outputs import publish
 
     results = session.build()
-    publish(results, session.settings.results_dir, headless=bool(getattr(environment.parsed_options, "headless", False)))
+    opts = environment.parsed_options
+    # with Locust's --json, standard output belongs to Locust's JSON: our summary goes to stderr
+    publish(results, session.settings.results_dir, headless=bool(getattr(opts, "headless", False)),
+            stream=sys.stderr if getattr(opts, "json", False) else sys.stdout)
     environment.process_exit_code = 0 if results["passed"] else 1
 
 
@@ -386,7 +389,7 @@ def _progress_loop(session: Session) -> None:
         if c is None or c.t0 is None or c.done:
             continue
         try:
-            print(_progress_line(session), flush=True)
+            print(_progress_line(session), file=sys.stderr, flush=True)
         except Exception as exc:  # progress is cosmetic; never let it end the test
             log.debug("progress: %s", exc)
 

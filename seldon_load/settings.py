@@ -23,9 +23,20 @@ _HEADER = re.compile(r"^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*:\s*(.*?)\s*$")
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
 
+class _WithEnv:
+    """Gives every option its ``LOCUST_<NAME>`` environment variable, as Locust's own have."""
+
+    def __init__(self, parser) -> None:
+        self.parser = parser
+
+    def add_argument(self, flag: str, **kw):
+        kw.setdefault("env_var", "LOCUST_" + flag.lstrip("-").replace("-", "_").upper())
+        return self.parser.add_argument(flag, **kw)
+
+
 def add_arguments(parser) -> None:
     """Register seldon-load's options on Locust's (configargparse) parser."""
-    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load target", "What to test (Open Inference Protocol)"
+    g = _WithEnv(parser)
     g.add_argument("--model", default="", include_in_web_ui=True, help="Model name, e.g. --model synth-5ms")
     g.add_argument("--pipeline", default="", include_in_web_ui=True,
                    help="Seldon Core 2 pipeline name (sends seldon-model: NAME.pipeline)")
@@ -52,7 +63,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--cert-file", default="", include_in_web_ui=False, help="TLS: client certificate")
     g.add_argument("--key-file", default="", include_in_web_ui=False, help="TLS: client key")
 
-    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load load", "How load is offered"
+    g = _WithEnv(parser)
     g.add_argument("--stages", default="", include_in_web_ui=True,
                    help="Open-loop RPS stages RPS:RAMP:HOLD,... e.g. 50:10s:30s,100:10s:30s")
     g.add_argument("--auto", action="store_true", default=False, include_in_web_ui=True,
@@ -80,7 +91,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--no-locust-stats", action="store_true", default=False, include_in_web_ui=False,
                    help="Do not feed Locust's own request statistics (saves CPU per request)")
 
-    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load results", "Verdicts, thresholds and outputs"
+    g = _WithEnv(parser)
     g.add_argument("--results", default="results/latest", include_in_web_ui=False,
                    help="Directory for results.json, stages.csv and report.html")
     g.add_argument("--slo-p99", type=float, default=None, include_in_web_ui=True,
@@ -100,7 +111,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--recommended-fraction", type=float, default=0.8, include_in_web_ui=False,
                    help="Recommended operating rate as a fraction of the saturation point")
 
-    g = parser  # Locust only knows web-UI flags on its top-level parser: "seldon-load pipelines", "Per-step latencies of Seldon pipelines"
+    g = _WithEnv(parser)
     g.add_argument("--pipeline-spec", default="", include_in_web_ui=False,
                    help="Seldon Pipeline YAML (steps, critical path)")
     g.add_argument("--metrics-url", action="append", default=[], include_in_web_ui=False,

@@ -14,7 +14,7 @@ from seldon_load.report.console import summary_text
 from seldon_load.report.rebuild import write_all
 
 
-def publish(results: dict, results_dir: str, headless: bool = True) -> list[str]:
+def publish(results: dict, results_dir: str, headless: bool = True, stream=None) -> list[str]:
     try:
         paths = [str(p) for p in write_all(results, results_dir)]
     except OSError as exc:
@@ -23,6 +23,8 @@ def publish(results: dict, results_dir: str, headless: bool = True) -> list[str]
         sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
         sys.stdout.flush()
         return []
-    print(summary_text(results), flush=True)
-    print(f"[seldon-load] results written to {results_dir}/ (report.html, results.json, stages.csv)", flush=True)
+    stream = stream or sys.stdout
+    print(summary_text(results), file=stream, flush=True)
+    print(f"[seldon-load] results written to {results_dir}/ (report.html, results.json, stages.csv, timeline.csv)",
+          file=stream, flush=True)
     return paths

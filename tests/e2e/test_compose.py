@@ -254,13 +254,14 @@ def test_compose_services_run_a_distributed_test(tmp_path: Path) -> None:
         argv, env = plan("master")
         master = procs.start("master", argv, env)
         argv, env = plan("worker")
-        for i in range(WORKERS):
-            procs.start(f"worker-{i}", argv, env)
+        workers = [procs.start(f"worker-{i}", argv, env) for i in range(WORKERS)]
         try:
             code = master.wait(timeout=90)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"master still running after 90 s\n{procs.logs()}") from None
         assert code == 0, f"master exit code {code}\n{procs.logs()}"
+        for w in workers:  # the master tells its workers to quit
+            assert w.wait(timeout=30) == 0, procs.logs()
 
         results_file = tmp_path / "results" / "latest" / "results.json"
         assert results_file.is_file(), f"no {results_file}\n{procs.logs()}"

