@@ -141,13 +141,16 @@ def measured_capacity(stage_rows: list[dict]) -> tuple[float | None, str | None]
     if not stage_rows:
         return None, None
     sat = saturation(stage_rows, Criteria())
-    if sat["saturated"] and sat["max_sustainable_rps"] is not None:
-        return sat["max_sustainable_rps"], "max_sustainable_rps"
-    if sat["capacity_estimate_rps"] is not None:
-        return sat["capacity_estimate_rps"], "capacity_estimate_rps"
-    if sat["max_sustainable_rps"] is not None:
-        return None, f"not saturated: sustained up to {sat['max_sustainable_rps']:g} rps"
-    return None, sat.get("inconclusive_reason")
+    best, estimate = sat["max_sustainable_rps"], sat["capacity_estimate_rps"]
+    if sat["saturated"] and best is not None:
+        return best, "max_sustainable_rps"
+    if sat["saturated"] and estimate is not None:
+        return estimate, "capacity_estimate_rps"
+    if sat.get("inconclusive_reason"):
+        return None, f"inconclusive: {sat['inconclusive_reason']}"
+    if best is not None:
+        return None, f"not saturated: sustained up to {best:g} rps"
+    return None, None
 
 
 def apply_isolated(section: dict[str, Any], isolated: dict[str, dict]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ class Criteria:
     min_achieved_ratio: float = 0.95
     max_error_ratio: float = 0.01
     max_latency_trend: float = 1.5
-    min_trend_delta_ms: float = 2.0
+    min_trend_delta_ms: float = 10.0  # a real queue grows by (overload x hold): far more than this
     slo_p99_ms: float | None = None
     settle_s: float = 2.0
     recommended_fraction: float = 0.8
@@ -55,8 +55,13 @@ def latency_trend(agg, start: int, end: int, names) -> tuple[float | None, float
     return p_last / p_first, p_last - p_first
 
 
-def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool = True) -> dict:
+def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool = True,
+              now_s: float | None = None) -> dict:
+    """One stage; with ``now_s`` (a live view) only the seconds already complete are counted."""
     start, end = win.measured(criteria.settle_s)
+    partial = now_s is not None and end > int(now_s) - 1
+    if partial:
+        end = max(start + 1, int(now_s) - 1)
     s = agg.summarize(start, end, names)
     answered = s.ok + s.failures
     lat = s.latency.summary_ms()
@@ -85,6 +90,8 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
         "latency_trend": _r(trend),
         "latency_trend_delta_ms": _r(trend_delta),
     }
+    if partial:
+        row["partial"] = True
     reasons: list[str] = []
     gen_reasons: list[str] = []
     lag_p99 = lag.get("p99")
@@ -113,12 +120,15 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
 
 
 def stage_table(agg, stages: list[StageWindow], names, criteria: Criteria, open_loop: bool = True,
-                until_s: float | None = None) -> list[dict]:
-    """Rows for the stages whose measured window has started (by ``until_s`` if given)."""
+                until_s: float | None = None, live: bool = False) -> list[dict]:
+    """Rows for the stages whose measured window has started (by ``until_s`` if given).
+
+    ``live`` counts only seconds already complete (and reported) by ``until_s``.
+    """
     rows = []
     for win in stages:
         start, _ = win.measured(criteria.settle_s)
-        if until_s is not None and start >= until_s:
+        if until_s is not None and start >= (until_s - 1 if live else until_s):
             continue
-        rows.append(stage_row(agg, win, names, criteria, open_loop))
+        rows.append(stage_row(agg, win, names, criteria, open_loop, now_s=until_s if live else None))
     return rows

@@ -26,14 +26,16 @@ def live_rows(session) -> list[dict]:
     if c is None or c.t0 is None or session.settings is None:
         return []
     rows = stage_table(session.aggregate, c.plan.stages, session.names(), session.settings.criteria,
-                       session.settings.open_loop, until_s=c.elapsed())
+                       session.settings.open_loop, until_s=c.elapsed(), live=True)
     out = []
     for r in rows:
         verdict = {True: "sustained", False: "NOT sustained", None: "-"}[r.get("sustained")]
+        if r.get("partial"):
+            verdict += " (so far)"
         out.append({
             "stage": str(r["index"]), "target_rps": r["target_rps"] if r["target_rps"] is not None else "-",
-            "achieved_rps": r["achieved_rps"], "p50_ms": r["latency_ms"].get("p50"),
-            "p99_ms": r["latency_ms"].get("p99"), "failures": r["failures"], "dropped": r["dropped"],
+            "achieved_rps": _r(r["achieved_rps"]), "p50_ms": _r(r["latency_ms"].get("p50")),
+            "p99_ms": _r(r["latency_ms"].get("p99")), "failures": r["failures"], "dropped": r["dropped"],
             "verdict": verdict, "reasons": "; ".join(r["reasons"]),
         })
     sat = saturation(rows, session.settings.criteria)
@@ -47,6 +49,10 @@ def live_rows(session) -> list[dict]:
     out.append({"stage": "verdict", "target_rps": "", "achieved_rps": "", "p50_ms": "", "p99_ms": "",
                 "failures": "", "dropped": "", "verdict": text, "reasons": ""})
     return out
+
+
+def _r(x):
+    return None if x is None else round(float(x), 2)
 
 
 def install(environment, session) -> None:
