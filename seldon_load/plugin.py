@@ -347,7 +347,8 @@ def _on_report_to_master(session: Session, data: dict) -> None:
 
 def _on_worker_report(session: Session, client_id: str, data: dict) -> None:
     if "seldon_load" in data and session.controller is not None:
-        session.aggregate.merge(data["seldon_load"], client_id)
+        if not session.aggregate.merge(data["seldon_load"], client_id):
+            log.warning("%s", session.aggregate.last_error)
 
 
 def _on_test_start(session: Session) -> None:

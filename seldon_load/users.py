@@ -15,6 +15,7 @@ from time import perf_counter
 
 import gevent
 from locust import User, constant, task
+from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 
 from seldon_load.errors import SeldonLoadError
 from seldon_load.load.engine import OpenLoopEngine, WorkerSchedule
@@ -63,6 +64,8 @@ class ProcessState:
         """Adopt the controller's plan (and this process's share of it)."""
         if message.get("test_id") != self.test_id:
             self.new_test(message.get("test_id"))
+        log.info("plan: share %.3f phase %.3f at test time %.2fs", message["share"], message["phase"],
+                 message["elapsed_s"])
         first = self.schedule.t0 is None
         self.schedule.update(RatePlan.from_wire(message["plan"]), float(message["elapsed_s"]),
                              float(message["share"]), float(message["phase"]))
@@ -155,9 +158,14 @@ class OpenLoopUser(User):
     @task
     def run_schedule(self) -> None:
         st = state_of(self.environment)
-        if st.engine is not None or st.engine_done:
-            gevent.sleep(0.5)  # the schedule already runs (or ran) in this process
-            return
+        if st.engine is None and not st.engine_done:
+            self._start_engine(st)
+        gevent.sleep(0.5)
+
+    @staticmethod
+    def _start_engine(st: ProcessState) -> None:
+        """The engine runs in its own greenlet, so Locust moving this user between workers
+        (it rebalances when workers join) does not interrupt the schedule."""
         pool, client = st.pool, st.client
         name = st.settings.request_name
         next_req = pool.next
@@ -166,19 +174,30 @@ class OpenLoopUser(User):
         def send() -> Outcome:
             return infer(next_req())
 
-        st.engine = OpenLoopEngine(
+        engine = OpenLoopEngine(
             send=send, name=name, recorder=st.recorder, schedule=st.schedule,
             max_in_flight=st.settings.max_in_flight, drain_timeout_s=st.settings.drain_timeout_s,
             on_result=(lambda due, sent, done, out: st.fire(name, due, done, out)) if st.settings.locust_stats else None,
         )
-        try:
-            st.engine.run()
-        finally:
-            st.recorder.note_in_flight(st.engine.max_seen_in_flight)
-            st.engine_done = True
+        st.engine = engine
+
+        def run() -> None:
+            log.info("open-loop engine starting")
+            try:
+                engine.run()
+            finally:
+                st.recorder.note_in_flight(engine.max_seen_in_flight)
+                if st.schedule.finished:
+                    st.engine_done = True
+                elif st.engine is engine:
+                    st.engine = None
+
+        gevent.spawn(run)
 
     def on_stop(self) -> None:
         st = state_of(self.environment)
-        if st.engine is not None and not st.engine_done:
-            st.engine.stop()
-            st.engine.group.kill(block=True, timeout=5)
+        runner = self.environment.runner
+        stopping = runner is None or runner.state in (STATE_STOPPING, STATE_CLEANUP, STATE_STOPPED)
+        log.info("open-loop user stopping (runner %s)", runner.state if runner else None)
+        if stopping and st.engine is not None and not st.engine_done:
+            st.engine.stop()  # the test was stopped; requests in flight still complete and are recorded

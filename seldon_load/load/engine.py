@@ -37,6 +37,7 @@ class WorkerSchedule:
         self.share = 1.0
         self.phase = 1.0
         self.version = 0
+        self.share_from_count = 0.0  # the plan's N(t) when this process's share last changed
         self.finished = False
 
     def update(self, plan: RatePlan, elapsed_s: float, share: float, phase: float) -> None:
@@ -46,6 +47,7 @@ class WorkerSchedule:
         self.plan = plan
         if share != self.share or phase != self.phase:
             self.share, self.phase = share, phase
+            self.share_from_count = plan.count_at(elapsed_s)
             self.version += 1
 
     def elapsed(self) -> float:
@@ -89,13 +91,17 @@ class OpenLoopEngine:
         while sched.plan is None and not self._stop:
             gevent.sleep(_POLL_S)
         next_count: float | None = None
+        last_count: float | None = None
         since_yield = 0
         record_drop = self.recorder.dropped
         while not self._stop:
             plan = sched.plan
             if self._version != sched.version:
                 self._version = sched.version
-                sched.arrivals.resync(sched.share, sched.phase, plan.count_at(sched.elapsed()))
+                # continue right after the last arrival this process scheduled (none lost when
+                # the share changes while it is behind); a new engine starts where its share began
+                start = last_count if last_count is not None else sched.share_from_count
+                sched.arrivals.resync(sched.share, sched.phase, start)
                 next_count = None
             if next_count is None:
                 next_count = sched.arrivals.next_count()
@@ -105,7 +111,7 @@ class OpenLoopEngine:
                     break
                 gevent.sleep(_POLL_S)
                 continue
-            next_count = None
+            last_count, next_count = next_count, None
             due = sched.t0 + t_rel
             wait = due - perf_counter()
             if wait > 0:
@@ -126,6 +132,8 @@ class OpenLoopEngine:
             if since_yield >= _YIELD_EVERY:
                 since_yield = 0
                 gevent.sleep(0)
+        if self._stop:
+            return  # stopped from outside (user moved to another worker): answers still land
         self.drain()
 
     def drain(self) -> None:

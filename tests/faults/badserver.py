@@ -100,7 +100,7 @@ class State:
                 return "ok"
             if self.mode == "mix":
                 return next(self._cycle[protocol])
-            return self.mode
+            return self.mode if self.mode in (REST if protocol == "rest" else GRPC) else "ok"
 
     def done(self, protocol: str, behaviour: str) -> None:
         with self._lock:

@@ -70,7 +70,7 @@ def test_every_plugin_option_has_a_row_with_its_variable_and_default(rows) -> No
     for flag, kw in options:
         assert flag in rows, f"{flag} (settings.add_arguments) is missing from {DOC.name}"
         variable, default = rows[flag]
-        assert variable == env_name(flag), f"{flag}: documented as {variable}"
+        assert variable == kw.get("env_var", env_name(flag)), f"{flag}: documented as {variable}"
         assert default == doc_default(kw), f"{flag}: documented default {default!r}, code has {doc_default(kw)!r}"
 
 
@@ -111,7 +111,7 @@ def test_documented_variables_set_the_options(monkeypatch: pytest.MonkeyPatch) -
     expected = {}
     for flag, kw in plugin_options():
         text, value = _sample(kw)
-        monkeypatch.setenv(env_name(flag), text)
+        monkeypatch.setenv(kw.get("env_var", env_name(flag)), text)
         expected[flag] = value
     parser = get_empty_argument_parser(default_config_files=[])  # Locust's parser, as the processes build it
     setup_parser_arguments(parser)
