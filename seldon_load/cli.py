@@ -212,11 +212,14 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_testbed(a: argparse.Namespace) -> int:
     from seldon_load.testbed.server import Testbed, TestbedConfig
 
-    tb = Testbed(TestbedConfig(http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
-                               state_dir=a.state_dir))
+    tb = Testbed(TestbedConfig(host=a.bind_host, http_port=a.http_port, grpc_port=a.grpc_port,
+                               metrics_port=a.metrics_port, state_dir=a.state_dir,
+                               stop_with_parent=bool(a.foreground)))
     if a.action == "up":
         tb.up()
-        print(f"testbed up: REST {tb.rest_url}  gRPC {tb.grpc_target}  metrics {tb.metrics_url}")
+        print(f"testbed up: REST {tb.rest_url}  gRPC {tb.grpc_target}  metrics {tb.metrics_url}", flush=True)
+        if a.foreground:
+            return _hold_testbed(tb)
     elif a.action == "down":
         tb.down()
         print("testbed down")
@@ -227,6 +230,20 @@ def cmd_testbed(a: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
         return 0 if st.get("running") else 3
     return 0
+
+
+def _hold_testbed(tb) -> int:
+    """Foreground mode (containers): serve until SIGTERM/Ctrl-C, then stop MLServer."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while tb.pid is not None:
+            time.sleep(1)
+        sys.stderr.write(f"seldon-load: error: MLServer stopped; see {tb.log_path}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        tb.down()
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -254,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--grpc-port", type=int, default=8081)
     tb.add_argument("--metrics-port", type=int, default=8082)
     tb.add_argument("--state-dir", default=".testbed", help="where the model repository, pid and log live")
+    tb.add_argument("--bind-host", default="127.0.0.1",
+                    help="address MLServer listens on (default 127.0.0.1; 0.0.0.0 inside a container)")
+    tb.add_argument("--foreground", action="store_true",
+                    help="with up: keep running until SIGTERM/Ctrl-C, then stop the server (containers)")
     demo = sub.add_parser("demo", help="testbed + saturation tests over REST, gRPC and a pipeline (~3 min)")
     demo.add_argument("--results", default="results/demo")
     demo.add_argument("--workers", type=int, default=2)

@@ -152,8 +152,13 @@ class Translation:
         return text
 
     def argv(self, argv: list[str]) -> list[str]:
+        """A bare host name is an address only as an option's value (`--master-host master`);
+        elsewhere it is a word such as the `testbed` subcommand."""
         first = self.programs.get(argv[0], argv[0])
-        return [first, *(self.value(a) for a in argv[1:])]
+        out = [first]
+        for prev, a in zip(argv, argv[1:], strict=False):
+            out.append(a if a in self.hosts and not prev.startswith("-") else self.value(a))
+        return out
 
     def env(self, name: str, env: dict[str, str]) -> dict[str, str]:
         out = {k: self.value(v) for k, v in env.items()}
@@ -164,7 +169,7 @@ class Translation:
 def check_translated(tokens: list[str]) -> None:
     """Nothing container-only may survive the translation."""
     for t in tokens:
-        left = re.search(r"(?<![\w.-])(testbed|master):\d|//(testbed|master)\b|\A(testbed|master)\Z|(?<![\w.])0\.0\.0\.0", t)
+        left = re.search(r"(?<![\w.-])(testbed|master):\d|//(testbed|master)\b|(?<![\w.])0\.0\.0\.0", t)
         assert not left, f"untranslated container address in {t!r}"
         assert not re.match(r"/(app|results)(/|\Z)", t), f"untranslated container path {t!r}"
 

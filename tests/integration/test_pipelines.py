@@ -132,12 +132,16 @@ def test_branching_per_step_latency_critical_path_and_overhead(testbed: Testbed,
 
 def test_isolated_steps_predict_the_pipeline_capacity(testbed: Testbed, tmp_path: Path) -> None:
     # synth-5ms carries exactly 200 rps; synth-2ms (500) and synth-3ms (333) do not saturate
-    # below --max-rps 240. Search 150 -> 240 -> bisect, to within 15 %.
+    # below --max-rps 220. The search goes 150 -> 220 -> bisects to within 15 %. Overload is kept
+    # mild (220) because the testbed's one MLServer process also runs the pipeline itself (about
+    # 6 ms of CPU per linear request): far past its limit its backlog outlasts the cool-down.
+    # Send lag up to 30 ms is tolerated: on a small shared machine an overloaded server starves
+    # the in-process generator for a moment, which says nothing about where the server saturates.
     run = seldon_load(["run", "--host", testbed.rest_url, "--pipeline", "linear",
                        "--pipeline-spec", str(PIPELINES_DIR / "linear.yaml"), "--metrics-url", testbed.metrics_url,
-                       "--isolate-steps", "--auto", "--auto-start-rps", "150", "--max-rps", "240",
+                       "--isolate-steps", "--auto", "--auto-start-rps", "150", "--max-rps", "220",
                        "--auto-precision", "0.15", "--auto-hold", "4s", "--auto-narrow-hold", "4s", "--settle", "1s",
-                       "--auto-budget", "60s", "--workers", "0"], tmp_path, timeout_s=280)
+                       "--auto-budget", "60s", "--max-send-lag-ms", "30", "--workers", "0"], tmp_path, timeout_s=280)
     assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
     for model in ("synth-2ms", "synth-5ms", "synth-3ms"):
         step = (tmp_path / "steps" / model / "results.json")
