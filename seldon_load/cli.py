@@ -32,6 +32,16 @@ EPILOG_RUN = """examples:
 """
 
 
+WEB_PASSWORD_ENV = "SELDON_LOAD_WEB_PASSWORD"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option ends with one line (and exit code 2), not the whole usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,16 +112,33 @@ def locust_args(a: argparse.Namespace, plugin: _PluginOptions | None = None) -> 
     return out
 
 
+def check_run_options(a: argparse.Namespace) -> None:
+    """What only `seldon-load run` knows (its own options); the rest is checked by ``validate``."""
+    from seldon_load.errors import ConfigError
+
+    if a.users is not None and a.users < 1:
+        raise ConfigError(f"--users must be >= 1 (got {a.users})")
+    if a.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (got {a.workers})")
+    if not 1 <= a.web_port <= 65535:
+        raise ConfigError(f"--web-port must be between 1 and 65535 (got {a.web_port})")
+    if not a.web_ui and not (a.users or a.stages or a.auto or a.sweep):
+        raise ConfigError("choose how to offer load: --stages RPS:RAMP:HOLD,..., --auto, --users N or --sweep")
+    if a.web_ui and a.web_login and not os.environ.get(WEB_PASSWORD_ENV):
+        raise ConfigError(f"--web-login needs the password in the environment variable {WEB_PASSWORD_ENV}")
+
+
 def validate(args: list[str]) -> None:
     """Parse the options exactly as the Locust processes will, so bad input fails here first."""
     from locust.argument_parser import get_parser
 
-    from seldon_load.settings import Settings, add_arguments
+    from seldon_load.settings import Settings, add_arguments, check_results_dir
 
     parser = get_parser(default_config_files=[])
     add_arguments(parser)
     opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
-    Settings.from_options(opts)
+    settings = Settings.from_options(opts)
+    check_results_dir(settings.results_dir)
 
 
 class Processes:
@@ -121,7 +148,7 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, cmd: list[str], **kw) -> subprocess.Popen:
-        p = subprocess.Popen(cmd, start_new_session=True, **kw)
+        p = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_stop_with_parent, **kw)
         self.procs.append(p)
         return p
 
@@ -136,6 +163,23 @@ class Processes:
             except subprocess.TimeoutExpired:
                 _signal(p, signal.SIGKILL)
                 p.wait(timeout=5)
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM if `seldon-load` dies, even by SIGKILL,
+    so no master or worker outlives the command that started it."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def _interrupt_on_term(signum, frame) -> None:
+    """SIGTERM/SIGHUP end `run` like Ctrl-C: the master is asked to stop and write its results,
+    and every child is stopped (Python's default would exit at once and orphan them)."""
+    raise KeyboardInterrupt
 
 
 def _signal(p: subprocess.Popen, sig: int) -> None:
@@ -186,6 +230,7 @@ def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = 
 
 
 def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
+    check_run_options(a)
     largs = locust_args(a, a._plugin)
     validate(largs)
     if a.isolate_steps:
@@ -253,8 +298,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seldon-load", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog="seldon-load", description=__doc__.split("\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one load test", epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -290,7 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            return cmd_run(args, extra)
+            previous = {sig: signal.signal(sig, _interrupt_on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            try:
+                return cmd_run(args, extra)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "testbed":

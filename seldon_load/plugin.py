@@ -27,13 +27,18 @@ from seldon_load.analyze.stages import stage_row
 from seldon_load.errors import ConfigError, SeldonLoadError
 from seldon_load.load.control import Controller, ControllerConfig, Verdict
 from seldon_load.measure.aggregate import Aggregate
-from seldon_load.settings import Settings, add_arguments
+from seldon_load.settings import Settings, add_arguments, check_results_dir, scrub
 from seldon_load.users import OIPUser, OpenLoopUser, ProcessState
 
 log = logging.getLogger("seldon_load")
 
 # workers ship measurements every second (Locust's default is 3 s), so verdicts come sooner
 locust.runners.WORKER_REPORT_INTERVAL = 1.0
+# A worker whose master vanished (killed, machine lost) quits after this long without the master's
+# heartbeat answer (Locust's default is 60 s of load sent on behalf of nobody). The master answers
+# every worker heartbeat, once a second.
+MASTER_HEARTBEAT_TIMEOUT_S = 10
+locust.runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_HEARTBEAT_TIMEOUT_S
 
 PLAN, FLUSH, FINAL = "seldon_load:plan", "seldon_load:flush", "seldon_load:final"
 LOCAL = "local"
@@ -180,8 +185,10 @@ class Session:
             mode=s.mode, workers=max((w["workers"] for w in c.workers_timeline), default=1) if self.is_master else 0,
             workers_timeline=c.workers_timeline, max_failure_ratio=s.max_failure_ratio,
             min_saturation_rps=s.min_saturation_rps,
-            notes=[c.stop_reason] if c.stop_reason else [], pipeline=pipeline,
+            notes=[*c.notes, *([c.stop_reason] if c.stop_reason else [])], pipeline=pipeline,
         )
+        # a server may echo a header or a URL password in its error messages: never write them
+        self.results = scrub(self.results, s.secrets)
         return self.results
 
     def _rows_for_pipeline(self) -> list[dict]:
@@ -296,6 +303,8 @@ def _on_init(environment, **_kw) -> None:
     headless = bool(getattr(opts, "headless", False))
     try:
         settings = session.load_settings()
+        _scrub_failures(environment, settings.secrets)
+        check_results_dir(settings.results_dir)
         session.pipeline_spec()
         if settings.metrics_urls or settings.prometheus_url:
             session.scrape()
@@ -317,8 +326,88 @@ def _on_init(environment, **_kw) -> None:
         from seldon_load.report.webui import install
 
         install(environment, session)
+        _hide_host_credentials(environment)
+        if getattr(opts, "web_login", False):
+            _install_web_login(environment)
     if headless:
         gevent.spawn(_progress_loop, session)
+
+
+def _scrub_failures(environment, secrets: list[str]) -> None:
+    """Failure messages (what a server answered) go to Locust's statistics, console and web UI:
+    replace any secret a server echoed before Locust sees it. Only failures pay for this."""
+    hook = environment.events.request
+    fire = getattr(hook, "_seldon_load_fire", None) or hook.fire
+    hook._seldon_load_fire = fire
+    if not secrets:
+        hook.fire = fire
+        return
+
+    def scrubbed_fire(*, reverse: bool = False, **kwargs):
+        exc = kwargs.get("exception")
+        if exc is not None:
+            text = str(exc)
+            clean = scrub(text, secrets)
+            if clean != text:
+                kwargs["exception"] = type(exc)(clean) if isinstance(exc, Exception) else clean
+        return fire(reverse=reverse, **kwargs)
+
+    hook.fire = scrubbed_fire
+
+
+def _hide_host_credentials(environment) -> None:
+    """The web UI shows Locust's host; show it without ``user:password@`` (the run still uses them)."""
+    from seldon_load.oip.target import _redact
+
+    web_ui = environment.web_ui
+    update = web_ui.update_template_args
+
+    def update_without_credentials() -> None:
+        update()
+        web_ui.template_args["host"] = _redact(str(web_ui.template_args.get("host") or ""))
+
+    web_ui.update_template_args = update_without_credentials
+    update_without_credentials()
+
+
+def _install_web_login(environment) -> None:
+    """Locust's --web-login only marks the pages as protected; this is the login behind it: one user
+    (SELDON_LOAD_WEB_USER, default ``admin``) whose password is SELDON_LOAD_WEB_PASSWORD."""
+    import hmac
+    import os
+    import secrets
+
+    from flask import Blueprint, redirect, request, session, url_for
+    from flask_login import UserMixin, login_user
+
+    password = os.environ.get("SELDON_LOAD_WEB_PASSWORD", "")
+    if not password:
+        _fail("--web-login needs the password in the environment variable SELDON_LOAD_WEB_PASSWORD")
+    username = os.environ.get("SELDON_LOAD_WEB_USER", "admin")
+    web_ui = environment.web_ui
+    base = getattr(environment.parsed_options, "web_base_path", "") or ""
+
+    class _User(UserMixin):
+        def __init__(self, name: str) -> None:
+            self.id = name
+
+    web_ui.app.config["SECRET_KEY"] = secrets.token_hex(32)
+    web_ui.login_manager.user_loader(lambda name: _User(name) if name == username else None)
+    web_ui.auth_args = {"username_password_callback": f"{base}/login_submit"}
+    blueprint = Blueprint("seldon_load_login", __name__, url_prefix=base)
+
+    @blueprint.route("/login_submit", methods=["POST"])
+    def login_submit():
+        given_user = request.form.get("username", "")
+        given = request.form.get("password", "")
+        if hmac.compare_digest(given_user.encode(), username.encode()) & hmac.compare_digest(
+                given.encode(), password.encode()):
+            login_user(_User(username))
+            return redirect(url_for("locust.index"))
+        session["auth_error"] = "Invalid username or password"
+        return redirect(url_for("locust.login"))
+
+    web_ui.app.register_blueprint(blueprint)
 
 
 def _worker_flush(session: Session, data: dict) -> None:
@@ -360,9 +449,12 @@ def _on_test_start(session: Session) -> None:
         except SeldonLoadError as exc:
             log.error("%s", exc)
     if session.is_master:
+        if session.settings is not None:
+            _scrub_failures(env, session.settings.secrets)
         return
     try:
         session.ensure_process()
+        _scrub_failures(env, session.settings.secrets)  # workers learn the headers only now
     except SeldonLoadError as exc:
         log.error("%s", exc)
 

@@ -7,9 +7,13 @@ checks everything a user can get wrong and raises ``ConfigError`` with one clear
 
 from __future__ import annotations
 
+import base64
+import math
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from seldon_load.analyze.stages import Criteria
@@ -21,6 +25,10 @@ from seldon_load.oip.target import Target, parse_target
 
 _HEADER = re.compile(r"^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*:\s*(.*?)\s*$")
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+# Header values and URL passwords shorter than this are not scrubbed from server echoes:
+# replacing "1" or "true" everywhere would mangle the results, and they are no secret anyway.
+MIN_SECRET_CHARS = 6
+REDACTED = "***"
 
 
 class _WithEnv:
@@ -122,14 +130,49 @@ def add_arguments(parser) -> None:
 
 def parse_headers(items: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for item in items or []:
+    items = list(items or [])
+    for i, item in enumerate(items, 1):
         m = _HEADER.match(item)
         if not m:
-            # never echo the value: it may be a secret
-            name = item.split(":", 1)[0].strip()[:40]
-            raise ConfigError(f"invalid --header {name!r}...: expected 'Name: value'")
+            # Never echo any of it: without a colon the whole item may be the secret
+            # (--header 'Bearer abc'), and a name with spaces may hold one too.
+            raise ConfigError(f"invalid --header (number {i} of {len(items)}): expected 'Name: value' with a "
+                              "name of letters, digits and !#$%&'*+.^_`|~- and a one-line value")
         headers[m.group(1).lower()] = m.group(2)
     return headers
+
+
+def secrets_of(headers: dict[str, str], target: Target) -> list[str]:
+    """Every string that must never be written: header values (and their long words), URL credentials.
+
+    Longest first, so a value is replaced whole before any of its parts.
+    """
+    found: set[str] = set()
+    for value in headers.values():
+        if len(value) >= MIN_SECRET_CHARS:
+            found.add(value)
+        found.update(w for w in value.split() if len(w) >= 8)
+    if target.basic_auth is not None:
+        user, password = target.basic_auth
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        found.update(x for x in (password, f"{user}:{password}", token) if len(x) >= MIN_SECRET_CHARS)
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(value, secrets: list[str]):
+    """``value`` (str, or dicts/lists of them) with every secret replaced by ``***``."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    return value
 
 
 def parse_sweep(text: str) -> list[tuple[int, float]]:
@@ -143,10 +186,62 @@ def parse_sweep(text: str) -> list[tuple[int, float]]:
 
 
 def _check_url(url: str, what: str) -> str:
-    p = urlparse(url)
-    if p.scheme not in ("http", "https") or not p.netloc:
-        raise ConfigError(f"invalid {what} {url!r}: expected http(s)://host:port/path")
+    try:
+        p = urlparse(url)
+        _ = p.port  # raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(f"invalid {what} {_redact_url(url)!r}: {exc}") from None
+    if p.scheme not in ("http", "https") or not p.hostname:
+        raise ConfigError(f"invalid {what} {_redact_url(url)!r}: expected http(s)://host:port/path")
     return url
+
+
+def _redact_url(url: str) -> str:
+    """The URL with any ``user:password@`` replaced, for error messages."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+
+
+def _finite(value: float | None, what: str, low: float, high: float = math.inf,
+            low_inclusive: bool = False) -> None:
+    """ConfigError unless ``value`` is a number in (low, high] (or [low, high])."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and value <= high and (value >= low if low_inclusive else value > low)
+    if not ok:
+        bound = f">= {low:g}" if low_inclusive else f"> {low:g}"
+        upper = "" if high == math.inf else f" and <= {high:g}"
+        raise ConfigError(f"{what} must be a number {bound}{upper} (got {value})")
+
+
+def check_tls_files(tls: dict[str, str]) -> None:
+    """Load the CA bundle and client certificate once, so a bad file fails before any load (for
+    gRPC too, whose channel would only fail at the first connection, with an obscure message)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.get("ca_file"):
+        try:
+            ctx.load_verify_locations(cafile=tls["ca_file"])
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise ConfigError(f"--ca-file {tls['ca_file']!r}: not a readable PEM CA bundle ({exc})") from None
+    if tls.get("cert_file"):
+        try:
+            ctx.load_cert_chain(tls["cert_file"], tls.get("key_file"))
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise ConfigError(f"--cert-file {tls['cert_file']!r} / --key-file {tls.get('key_file')!r}: "
+                              f"not a matching PEM certificate and key ({exc})") from None
+
+
+def check_results_dir(path: str) -> None:
+    """ConfigError unless the results directory exists writable or can be created, before any load."""
+    p = Path(path or ".")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"--results {path!r}: {str(probe)!r} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--results {path!r}: {str(probe)!r} is not writable")
 
 
 def _check_file(path: str, what: str) -> str:
@@ -195,6 +290,11 @@ class Settings:
     def request_name(self) -> str:
         return f"{self.target.protocol} infer {self.target.display_name}"
 
+    @property
+    def secrets(self) -> list[str]:
+        """Strings never to be written anywhere (see ``secrets_of``)."""
+        return secrets_of(self.headers, self.target)
+
     @classmethod
     def from_options(cls, o) -> Settings:
         host = getattr(o, "host", "") or ""
@@ -211,8 +311,9 @@ class Settings:
         if mode == "stages":
             s.stages = parse_stages(o.stages)
         elif mode == "auto":
-            if o.max_rps is None or o.max_rps <= 0:
+            if o.max_rps is None or not math.isfinite(o.max_rps) or o.max_rps <= 0:
                 raise ConfigError("--max-rps must be > 0")
+            _finite(o.auto_start_rps, "--auto-start-rps", 0)
             s.auto = AutoConfig(start_rps=min(o.auto_start_rps, o.max_rps), max_rps=o.max_rps,
                                 precision=o.auto_precision,
                                 hold_s=parse_duration(o.auto_hold, "--auto-hold"),
@@ -233,13 +334,14 @@ class Settings:
             raise ConfigError("--payload-variants must be between 1 and 1024")
         s.payload_variants = o.payload_variants
         s.binary, s.grpc_raw = bool(o.binary), not o.grpc_typed
-        if o.request_timeout <= 0:
+        if not math.isfinite(o.request_timeout) or o.request_timeout <= 0:
             raise ConfigError("--request-timeout must be > 0")
         s.timeout_s = o.request_timeout
         s.tls = {k: _check_file(v, f"--{k.replace('_', '-')}") for k, v in
                  (("ca_file", o.ca_file), ("cert_file", o.cert_file), ("key_file", o.key_file)) if v}
         if bool(o.cert_file) != bool(o.key_file):
             raise ConfigError("--cert-file and --key-file go together")
+        check_tls_files(s.tls)
         s.arrival = o.arrival
         if o.max_in_flight < 1:
             raise ConfigError("--max-in-flight must be >= 1")
@@ -251,8 +353,12 @@ class Settings:
             v = getattr(o, name)
             if not (0 <= v <= 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {v})")
-        if o.slo_p99 is not None and o.slo_p99 <= 0:
+        if o.slo_p99 is not None and not (math.isfinite(o.slo_p99) and o.slo_p99 > 0):
             raise ConfigError("--slo-p99 must be > 0 (milliseconds)")
+        _finite(o.max_failure_ratio, "--max-failure-ratio", 0, 1, low_inclusive=True)
+        _finite(o.min_saturation_rps, "--min-saturation-rps", 0, low_inclusive=True)
+        _finite(o.max_latency_trend, "--max-latency-trend", 1, low_inclusive=True)
+        _finite(o.max_send_lag_ms, "--max-send-lag-ms", 0)
         s.criteria = Criteria(min_achieved_ratio=o.min_achieved_ratio, max_error_ratio=o.max_error_ratio,
                               max_latency_trend=o.max_latency_trend, slo_p99_ms=o.slo_p99,
                               settle_s=parse_duration(o.settle, "--settle"),

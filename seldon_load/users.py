@@ -53,7 +53,7 @@ class ProcessState:
         """A new test on the same process: fresh clock, schedule and recorder."""
         if self.engine is not None and not self.engine_done:
             self.engine.stop()
-            self.engine.group.kill(block=False)
+            self.engine.cancel(block=False)
         self.test_id = test_id
         self.recorder = Recorder(perf_counter(), self.worker_id)
         self.schedule = WorkerSchedule(self.settings.arrival, seed=hash(self.worker_id) & 0xFFFF)

@@ -77,20 +77,8 @@ def pipeline_section(pipeline: Pipeline | None, snapshots: list[SnapshotEdge], s
     for w in windows:
         overall.add(w)
     ref_entry = next((e for e in per_stage if e["stage"] == ref), None)
-    steps = []
-    for name in names:
-        model = step_model[name]
-        calls, sum_ms = _lookup(overall.calls, overall.sum_ms, model)
-        mean_ref = ref_entry["steps"].get(name, {}).get("mean_ms") if ref_entry else None
-        steps.append({
-            "name": name, "model": model, "calls": int(round(calls)) if windows else None,
-            "latency_ms": {"mean": mean_ref, "mean_all_stages": _r(sum_ms / calls) if calls else None},
-            "on_critical_path": False, "capacity_rps": None,
-            "depends_on": sorted(pipeline.dependencies(name), key=list(pipeline.steps).index) if pipeline else [],
-        })
     path = ref_entry.get("critical_path") if ref_entry else None
-    for step in steps:
-        step["on_critical_path"] = bool(path) and step["name"] in path
+    steps = _steps(pipeline, step_model, overall if windows else None, ref_entry, path or [])
     section: dict[str, Any] = {
         "name": pipeline.name if pipeline else None,
         "steps": steps,
@@ -189,6 +177,22 @@ def apply_isolated(section: dict[str, Any], isolated: dict[str, dict]) -> dict[s
 
 
 # ---- internals -----------------------------------------------------------------------------
+
+def _steps(pipeline: Pipeline | None, step_model: dict[str, str], overall: Window | None,
+           ref_entry: dict[str, Any] | None, path: list[str]) -> list[dict[str, Any]]:
+    """steps[]: the reference stage's mean, and calls and mean over all measured windows."""
+    steps = []
+    for name, model in step_model.items():
+        calls, sum_ms = _lookup(overall.calls, overall.sum_ms, model) if overall else (0.0, 0.0)
+        steps.append({
+            "name": name, "model": model, "calls": int(round(calls)) if overall else None,
+            "latency_ms": {"mean": ref_entry["steps"][name]["mean_ms"] if ref_entry else None,
+                           "mean_all_stages": _r(sum_ms / calls) if calls else None},
+            "on_critical_path": name in path, "capacity_rps": None,
+            "depends_on": sorted(pipeline.dependencies(name), key=list(pipeline.steps).index) if pipeline else [],
+        })
+    return steps
+
 
 def _fill(calls: dict[str, float], sums: dict[str, float], start: Snapshot, end: Snapshot, kind: Kind) -> None:
     for name, stats in delta(start, end, kind).items():

@@ -70,6 +70,7 @@ class Controller:
         self.finals: set[str] = set()
         self.done = False
         self.stop_reason: str | None = None
+        self.notes: list[str] = []  # what the results must say about this run (e.g. a lost worker)
         self._build_initial_plan()
 
     # ---- plan -------------------------------------------------------------------------
@@ -112,6 +113,10 @@ class Controller:
                 self.workers_timeline.append({"t_s": round(self.elapsed(), 3), "workers": len(ids)})
                 if self.engine_ids and len(ids) < len(self.engine_ids):
                     log.warning("workers: %d -> %d; the remaining ones take over the rate", len(self.engine_ids), len(ids))
+                    self.notes.append(
+                        f"workers {len(self.engine_ids)} -> {len(ids)} at t={self.elapsed():.0f}s: a lost worker's share "
+                        "of the schedule was not offered (and its last unreported measurements are missing) until "
+                        "it was noticed; a stage overlapping this says nothing about the server")
             self.engine_ids = ids
             self.publish()
 

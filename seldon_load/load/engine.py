@@ -11,11 +11,14 @@ drain time ends is recorded as cancelled: every arrival ends as exactly one outc
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 
 import gevent
-from gevent.pool import Group
+from gevent.event import Event
+from gevent.hub import get_hub
+from greenlet import getcurrent, greenlet
 
 from seldon_load.load.arrivals import UNIFORM, Arrivals
 from seldon_load.load.plan import RatePlan
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
 _YIELD_EVERY = 16
+_KILL_WAIT_S = 5.0
 
 
 class WorkerSchedule:
@@ -54,8 +58,54 @@ class WorkerSchedule:
         return perf_counter() - self.t0 if self.t0 is not None else 0.0
 
 
+class PlanClock:
+    """``plan.time_of(n)`` for (mostly) increasing ``n`` in amortised O(1): the arrival loop
+    asks once per request, and the plan's own binary search plus its running total would be
+    a good part of the per-request work. Results are bit-identical to ``RatePlan.time_of``
+    (same float operations); a plan that grew or was replaced is picked up by ``sync``."""
+
+    __slots__ = ("plan", "_n_segments", "_starts", "_ends", "_total", "_i")
+
+    def __init__(self, plan: RatePlan) -> None:
+        self.plan = plan
+        self._n_segments = -1
+        self._i = 0
+        self.sync(plan)
+
+    def sync(self, plan: RatePlan) -> None:
+        if plan is self.plan and len(plan.segments) == self._n_segments:
+            return
+        self.plan = plan
+        starts, ends, cum = [], [], 0.0
+        for seg in plan.segments:
+            starts.append(cum)
+            cum = cum + seg.count(seg.end_s)
+            ends.append(cum)
+        self._starts, self._ends = starts, ends
+        self._total = ends[-1] if ends else 0.0
+        self._n_segments = len(plan.segments)
+        self._i = 0
+
+    def time_of(self, n: float) -> float | None:
+        if n <= 0 or not self._ends or n > self._total + 1e-9:
+            return None
+        i = self._i
+        starts, ends = self._starts, self._ends
+        if n <= starts[i]:
+            i = bisect_left(ends, n)  # went backwards (a resync): first segment reaching n
+        else:
+            while ends[i] < n and i + 1 < len(ends):
+                i += 1
+        self._i = i
+        seg = self.plan.segments[i]
+        return min(seg.time_of(n - starts[i]), seg.end_s)
+
+
 class OpenLoopEngine:
-    """Runs one worker's share of the schedule; ``run`` returns once the plan is done."""
+    """Runs one worker's share of the schedule; ``run`` returns once the plan is done.
+
+    Each request runs in a raw greenlet (cheaper than ``gevent.Greenlet`` and a ``Group``:
+    no links, no bookkeeping beyond one dict entry); ``cancel`` ends those still out."""
 
     def __init__(
         self,
@@ -79,9 +129,16 @@ class OpenLoopEngine:
         self.max_seen_in_flight = 0
         self.sent = 0
         self.dropped = 0
-        self.group = Group()
+        self._out: dict[greenlet, float] = {}  # request greenlet -> intended time
+        self._idle = Event()
+        self._idle.set()
         self._stop = False
         self._version = -1
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered (nor cancelled)."""
+        return len(self._out)
 
     def stop(self) -> None:
         self._stop = True
@@ -94,8 +151,13 @@ class OpenLoopEngine:
         last_count: float | None = None
         since_yield = 0
         record_drop = self.recorder.dropped
+        hub = get_hub()
+        run_callback = hub.loop.run_callback
+        one, out = self._one, self._out
+        clock = PlanClock(sched.plan)
         while not self._stop:
             plan = sched.plan
+            clock.sync(plan)
             if self._version != sched.version:
                 self._version = sched.version
                 # continue right after the last arrival this process scheduled (none lost when
@@ -105,7 +167,7 @@ class OpenLoopEngine:
                 next_count = None
             if next_count is None:
                 next_count = sched.arrivals.next_count()
-            t_rel = plan.time_of(next_count)
+            t_rel = clock.time_of(next_count)
             if t_rel is None:
                 if plan.final:
                     break
@@ -127,7 +189,11 @@ class OpenLoopEngine:
                 if self.in_flight > self.max_seen_in_flight:
                     self.max_seen_in_flight = self.in_flight
                 self.sent += 1
-                self.group.spawn(self._one, due)
+                g = greenlet(one, hub)
+                out[g] = due
+                if len(out) == 1:
+                    self._idle.clear()
+                run_callback(g.switch, due)
             since_yield += 1
             if since_yield >= _YIELD_EVERY:
                 since_yield = 0
@@ -138,25 +204,55 @@ class OpenLoopEngine:
 
     def drain(self) -> None:
         """Wait for answers up to the drain timeout; what is still out is cancelled."""
-        self.group.join(timeout=self.drain_timeout_s)
-        if len(self.group):
+        if self._out:
+            self._idle.wait(timeout=self.drain_timeout_s)
+        if self._out:
             log.warning("%d requests still in flight after %.0fs drain: counted as cancelled",
-                        len(self.group), self.drain_timeout_s)
-            self.group.kill(block=True, timeout=5)
+                        len(self._out), self.drain_timeout_s)
+            self.cancel(block=True)
         self.schedule.finished = True
+
+    def cancel(self, block: bool = True) -> None:
+        """End every request still out; each is recorded as cancelled (once)."""
+        pending = list(self._out)
+        run_callback = get_hub().loop.run_callback
+        for g in pending:
+            if not g.dead:
+                run_callback(g.throw, gevent.GreenletExit)
+        if not block:
+            return
+        self._idle.wait(timeout=_KILL_WAIT_S)
+        now = perf_counter()
+        for g in list(self._out):  # never started or would not die: account for them here
+            due = self._out.pop(g)
+            self.in_flight -= 1
+            self.recorder.record(self.name, due, due, now, CANCELLED, "still in flight when the test ended")
+        self._idle.set()
+
+    def _finished(self) -> bool:
+        """Take this greenlet off the books; False if ``cancel`` already accounted for it."""
+        out = self._out
+        if out.pop(getcurrent(), None) is None:
+            return False
+        self.in_flight -= 1
+        if not out:
+            self._idle.set()
+        return True
 
     def _one(self, due: float) -> None:
         sent = perf_counter()
         try:
             out = self.send()
         except gevent.GreenletExit:
-            self.in_flight -= 1
-            self.recorder.record(self.name, due, sent, perf_counter(), CANCELLED, "still in flight when the test ended")
-            raise
+            if self._finished():
+                self.recorder.record(self.name, due, sent, perf_counter(), CANCELLED,
+                                     "still in flight when the test ended")
+            return
         except Exception as exc:  # a transport bug must not kill the schedule
             out = Outcome(False, "client_error", f"{type(exc).__name__}: {exc}"[:200])
         done = perf_counter()
-        self.in_flight -= 1
+        if not self._finished():
+            return
         self.recorder.record(self.name, due, sent, done, out.error_kind, out.message)
         if self.on_result is not None:
             self.on_result(due, sent, done, out)

@@ -17,10 +17,13 @@ from seldon_load.report.rebuild import write_all
 def publish(results: dict, results_dir: str, headless: bool = True, stream=None) -> list[str]:
     try:
         paths = [str(p) for p in write_all(results, results_dir)]
-    except OSError as exc:
-        sys.stderr.write(f"seldon-load: error: cannot write results to {results_dir!r}: {exc.strerror or exc}; "
+    except Exception as exc:  # noqa: BLE001 -- whatever failed, the measurements must survive
+        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(f"seldon-load: error: cannot write results to {results_dir!r}: {why}; "
                          "printing results.json to stdout instead\n")
-        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stderr.flush()
+        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+                                      | orjson.OPT_NON_STR_KEYS).decode() + "\n")
         sys.stdout.flush()
         return []
     stream = stream or sys.stdout

@@ -1,14 +1,19 @@
-"""OIP over HTTP/1.1 keep-alive, gevent-cooperative, on geventhttpclient's pool and parser.
+"""OIP over HTTP/1.1 keep-alive on gevent sockets: a lean client for the load loop.
 
-The hot path (``infer``) sends pre-built bytes: the request line and every constant header
-are encoded once per client; per request only the ``x-request-id`` (a per-client random
-prefix and a counter), the payload's own headers (cached by their tuple) and the
-Content-Length are formatted. Responses are parsed by geventhttpclient's C parser.
-Server and network faults never raise here: they come back as an ``Outcome`` whose kind
-comes from ``outcome.kind_of_exception`` or the HTTP status.
+Why not a general HTTP client: on the hot path every Python call and every system call
+counts (benchmarks/ and docs/performance.md). Per request this client does one ``send``
+of pre-built bytes and, for a small answer, one ``recv_into`` a per-connection buffer:
 
-``timeout_s`` bounds every wait on the socket (sending, the response head, each body
-read): a server that does not answer within it ends the request as ``timeout``.
+* the request line, every constant header and the payload's own headers are encoded once
+  per payload variant; per request only the ``x-request-id`` counter is formatted into it;
+* connections are kept in a LIFO pool; no liveness probe before use: a kept-alive
+  connection that turns out closed before any answer byte is retried once on a new one;
+* the response head is parsed with a few ``bytes`` searches (status, Content-Length,
+  Transfer-Encoding, Connection and the OIP header length) instead of a callback per header.
+
+Server and network faults never raise from ``infer``: they come back as an ``Outcome``
+whose kind comes from ``outcome.kind_of_exception`` or the HTTP status. ``timeout_s``
+bounds every wait on the socket (sending, the response head, each body read).
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import errno
 import itertools
 import re
 import secrets
-import socket
+from collections import deque
 from typing import Any
 
+import gevent
 import orjson
-from geventhttpclient.connectionpool import ConnectionPool
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
+from gevent import socket
+from gevent.hub import Waiter, get_hub
 
 from seldon_load import __version__
 from seldon_load.errors import ConfigError, OIPError, TargetError
@@ -38,68 +44,63 @@ _TOKEN_RE = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VALUE_RE = re.compile(r"\A[\t\x20-\x7e\x80-\xff]*\Z")
 _RESERVED = frozenset(("host", "content-length", "transfer-encoding", "connection", "x-request-id"))
 _SPLIT_SEND_BYTES = 64 * 1024  # above this the body is sent apart from the head, not copied into it
-_BLOCK_SIZE = 64 * 1024
-_HEADER_LENGTH_KEY = json_codec.HEADER_LENGTH.lower()
-_HEADER_LENGTH_LEN = len(_HEADER_LENGTH_KEY)
+_BUFFER_BYTES = 64 * 1024  # per connection, reused for every answer that fits
+_MAX_HEAD_BYTES = 64 * 1024
+_HEADER_LENGTH_KEY = b"\r\n" + json_codec.HEADER_LENGTH.lower().encode() + b":"
+_CONTENT_LENGTH_KEY = b"\r\ncontent-length:"
+_TRANSFER_ENCODING_KEY = b"\r\ntransfer-encoding:"
+_CONNECTION_KEY = b"\r\nconnection:"
+_RETRYABLE_ERRNO = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
 
 
 class ConnectTimeout(TimeoutError):
     """Connecting (TCP and TLS handshake) took longer than ``connect_timeout_s``."""
 
 
-class _Pool(ConnectionPool):
-    """geventhttpclient's keep-alive pool with TCP_NODELAY and our own TLS context."""
-
-    def __init__(
-        self, target: Target, size: int, connect_timeout_s: float, timeout_s: float, ssl_context: Any | None
-    ) -> None:
-        super().__init__(
-            target.hostname,
-            target.port,
-            target.hostname,
-            target.port,
-            size=size,
-            connection_timeout=connect_timeout_s,
-            network_timeout=timeout_s,
-        )
-        self._ssl_context = ssl_context
-
-    def _connect_socket(self, sock: Any, address: Any) -> Any:
-        try:
-            sock.connect(address)
-            if self._ssl_context is not None:
-                sock = self._ssl_context.wrap_socket(sock, server_hostname=self._request_host)
-        except TimeoutError:
-            raise ConnectTimeout(f"connect timed out after {self.connection_timeout:g} s") from None
-        return sock
-
-    def after_connect(self, sock: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class HTTPProtocolError(Exception):
+    """The server's answer is not HTTP/1.x we can read."""
 
 
-class _Response(HTTPSocketPoolResponse):
-    """geventhttpclient's response (C parser, pooled socket) keeping only the one header OIP
-    needs: building a full header index costs more than the rest of a small answer."""
+class ConnectionClosed(ConnectionResetError):
+    """The server closed the connection before a complete answer."""
 
-    header_length: str | None = None
-    _field = ""
-    _value = ""
-    _in_value = False
+    def __init__(self, before_answer: bool) -> None:
+        super().__init__(errno.ECONNRESET, "connection closed by the server")
+        self.before_answer = before_answer
 
-    def _on_header_field(self, string: str) -> None:
-        if self._in_value:
-            self._flush_header()
-        self._field += string  # a name may come split across reads
 
-    def _on_header_value(self, string: str) -> None:
-        self._value = self._value + string if self._in_value else string
-        self._in_value = True
+class _Conn:
+    """One kept-alive connection and its receive buffer."""
 
-    def _flush_header(self) -> None:
-        if len(self._field) == _HEADER_LENGTH_LEN and self._field.lower() == _HEADER_LENGTH_KEY:
-            self.header_length = self._value
-        self._field = self._value = ""
-        self._in_value = False
+    __slots__ = ("sock", "buf", "view", "used")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.buf = bytearray(_BUFFER_BYTES)
+        self.view = memoryview(self.buf)
+        self.used = False  # has answered a request before (a stale keep-alive may be retried)
+
+
+class _Answer:
+    """Status, the one header OIP needs, and the body of one response."""
+
+    __slots__ = ("status", "reason", "header_length", "body", "keep_alive")
+
+    def __init__(self, status: int, reason: str, header_length: str | None, body: bytes, keep_alive: bool) -> None:
+        self.status = status
+        self.reason = reason
+        self.header_length = header_length
+        self.body = body
+        self.keep_alive = keep_alive
+
+    # the names geventhttpclient's response had, for callers of _call
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def status_message(self) -> str:
+        return self.reason
 
 
 def _header_lines(target: Target, headers: dict[str, str] | None) -> bytes:
@@ -140,12 +141,22 @@ def reason(exc: BaseException, timeout_s: float | None = None) -> str:
         return f"timed out after {timeout_s:g} s" if timeout_s else "timed out"
     if kind == oc.CONNECTION_REFUSED:
         return "connection refused"
-    if isinstance(exc, HTTPConnectionClosed):
+    if isinstance(exc, ConnectionClosed):
         return "connection closed by the server"
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     return shorten(f"{kind.replace('_', ' ')}: {text}", 160)
+
+
+def _header_value(low_head: bytes, head: bytes, key: bytes) -> str | None:
+    """Value of the header ``key`` (b"\\r\\nname:") in a head whose lower-cased copy is ``low_head``."""
+    i = low_head.find(key)
+    if i < 0:
+        return None
+    start = i + len(key)
+    end = low_head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
 
 
 class RestClient:
@@ -165,17 +176,22 @@ class RestClient:
             raise ConfigError(f"RestClient needs a REST target, got {target.protocol}")
         if not target.tls and tls is not None and (tls.ca_file or tls.cert_file or tls.insecure_skip_verify):
             raise ConfigError(f"TLS options need an https:// host, got {target.safe_host}")
-        ssl_context = (tls or TlsConfig()).ssl_context() if target.tls else None
+        self._ssl_context = (tls or TlsConfig()).ssl_context() if target.tls else None
         self.target = target
         self.validate = validate
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self._closed = False
-        self._pool = _Pool(target, pool_size, connect_timeout_s, timeout_s, ssl_context)
+        self._size = max(1, pool_size)
+        self._idle: list[_Conn] = []
+        self._open = 0
+        self._waiters: deque[Waiter] = deque()
         self._headers = _header_lines(target, headers)
         self._rid_prefix = secrets.token_hex(6).encode() + b"-"
         self._counter = itertools.count(1).__next__
         self._infer_start = self._start("POST", target.infer_path)
         self._extra: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._prebuilt: dict[int, tuple[EncodedRequest, bytes, bytes | None]] = {}
 
     def _start(self, method: str, path: str) -> bytes:
         return f"{method} {path} HTTP/1.1\r\n".encode() + self._headers + b"x-request-id: " + self._rid_prefix
@@ -189,79 +205,267 @@ class RestClient:
             self._extra[headers] = block
         return block
 
+    def _prebuild(self, req: EncodedRequest) -> tuple[EncodedRequest, bytes, bytes | None]:
+        """What follows the request id: the rest of the head, and the body (inline when small)."""
+        body = req.body
+        tail = b"\r\n%sContent-Length: %d\r\n\r\n" % (self._extra_headers(req.headers), len(body))
+        entry = (req, tail + body, None) if len(body) <= _SPLIT_SEND_BYTES else (req, tail, body)
+        if len(self._prebuilt) > 256:
+            self._prebuilt.clear()
+        self._prebuilt[id(req)] = entry
+        return entry
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self) -> _Conn:
+        t = self.target
+        try:
+            sock = socket.create_connection((t.hostname, t.port), timeout=self.connect_timeout_s)
+        except socket.gaierror:
+            raise
+        except TimeoutError:
+            raise ConnectTimeout(f"connect timed out after {self.connect_timeout_s:g} s") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                try:
+                    sock = self._ssl_context.wrap_socket(sock, server_hostname=t.hostname)
+                except TimeoutError:
+                    raise ConnectTimeout(f"TLS handshake timed out after {self.connect_timeout_s:g} s") from None
+            sock.settimeout(self.timeout_s)
+        except BaseException:
+            sock.close()
+            raise
+        return _Conn(sock)
+
+    def _acquire(self) -> _Conn | None:
+        """An idle connection, a new one while the pool has room, else wait for one.
+        None when the client was closed meanwhile."""
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    return self._connect()
+                except BaseException:
+                    self._open -= 1
+                    self._wake_one()
+                    raise
+            waiter = Waiter()
+            self._waiters.append(waiter)
+            try:
+                conn = waiter.get()
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            if conn is not None or self._closed:
+                return conn
+            # a slot was freed (a connection dropped): loop and open one
+
+    def _release(self, conn: _Conn) -> None:
+        if self._closed:
+            conn.sock.close()
+            self._open -= 1
+            return
+        conn.used = True
+        if self._waiters:
+            get_hub().loop.run_callback(self._waiters.popleft().switch, conn)
+        else:
+            self._idle.append(conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        conn.sock.close()
+        self._open -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        if self._waiters:
+            get_hub().loop.run_callback(self._waiters.popleft().switch, None)
+
     # ------------------------------------------------------------------ wire
 
-    def _exchange(self, head: bytes, body: bytes) -> tuple[_Response, bytes]:
-        """Send one request on a pooled connection; retry once when a kept-alive connection
-        turns out closed before any answer (the server's idle timeout won the race)."""
-        pool = self._pool
-        for attempt in (0, 1):
-            sock = pool.get_socket()
+    def _read_answer(self, conn: _Conn) -> _Answer:
+        """One response from ``conn`` (no pipelining: nothing else is in flight on it)."""
+        sock, buf, view = conn.sock, conn.buf, conn.view
+        recv_into = sock.recv_into
+        have = 0
+        while True:
+            n = recv_into(view[have:]) if have < _BUFFER_BYTES else 0
+            if n == 0:
+                if have >= _BUFFER_BYTES:
+                    raise HTTPProtocolError(f"response head larger than {_MAX_HEAD_BYTES} bytes")
+                raise ConnectionClosed(before_answer=have == 0)
+            have += n
+            end = buf.find(b"\r\n\r\n", 0, have)
+            if end < 0:
+                continue
+            head = bytes(view[:end])
+            if not head.startswith(b"HTTP/1.") or len(head) < 12 or head[12:13] not in (b" ", b"\r", b""):
+                raise HTTPProtocolError(f"not an HTTP/1.x response: {head[:40]!r}")
             try:
-                if len(body) <= _SPLIT_SEND_BYTES:
-                    sock.sendall(head + body)
-                else:
-                    sock.sendall(head)
-                    sock.sendall(body)
+                status = int(head[9:12])
+            except ValueError:
+                raise HTTPProtocolError(f"invalid status line: {head[:40]!r}") from None
+            start = end + 4
+            if 100 <= status < 200:  # an interim answer (e.g. 100 Continue): the real one follows
+                view[: have - start] = bytes(view[start:have])
+                have -= start
+                continue
+            break
+        line_end = head.find(b"\r\n")
+        reason_phrase = head[13 : line_end if line_end >= 0 else len(head)].decode("latin-1")
+        low = head.lower()
+        header_length = _header_value(low, head, _HEADER_LENGTH_KEY) if b"inference-" in low else None
+        connection = _header_value(low, head, _CONNECTION_KEY)
+        keep_alive = not (connection is not None and "close" in connection.lower()) and head[7:8] == b"1"
+        transfer = _header_value(low, head, _TRANSFER_ENCODING_KEY)
+        if transfer is not None and "chunked" in transfer.lower():
+            body = self._read_chunked(conn, bytes(view[start:have]))
+            return _Answer(status, reason_phrase, header_length, body, keep_alive)
+        length_text = _header_value(low, head, _CONTENT_LENGTH_KEY)
+        if length_text is None:
+            if status in (204, 304):
+                return _Answer(status, reason_phrase, header_length, b"", keep_alive)
+            body = self._read_to_close(conn, bytes(view[start:have]))  # no length: the body ends with the connection
+            return _Answer(status, reason_phrase, header_length, body, False)
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise HTTPProtocolError(f"invalid Content-Length {length_text[:20]!r}") from None
+        if length < 0:
+            raise HTTPProtocolError(f"invalid Content-Length {length}")
+        need = start + length
+        if need <= _BUFFER_BYTES:
+            while have < need:
+                n = recv_into(view[have:need])
+                if n == 0:
+                    raise ConnectionClosed(before_answer=False)
+                have += n
+            if have > need:
+                keep_alive = False  # bytes after the answer: the connection is out of step
+            return _Answer(status, reason_phrase, header_length, bytes(view[start:need]), keep_alive)
+        big = bytearray(length)
+        got = min(have - start, length)
+        big[:got] = view[start : start + got]
+        big_view = memoryview(big)
+        while got < length:
+            n = recv_into(big_view[got:])
+            if n == 0:
+                raise ConnectionClosed(before_answer=False)
+            got += n
+        return _Answer(status, reason_phrase, header_length, bytes(big), keep_alive)
+
+    def _read_chunked(self, conn: _Conn, data: bytes) -> bytes:
+        sock = conn.sock
+        parts: list[bytes] = []
+        pos = 0
+
+        def need(upto: int) -> None:
+            nonlocal data
+            while len(data) < upto:
+                more = sock.recv(_BUFFER_BYTES)
+                if not more:
+                    raise ConnectionClosed(before_answer=False)
+                data += more
+
+        while True:
+            while (nl := data.find(b"\r\n", pos)) < 0:
+                need(len(data) + 1)
+            size_text = data[pos:nl].split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise HTTPProtocolError(f"invalid chunk size {size_text[:20]!r}") from None
+            pos = nl + 2
+            if size == 0:
+                while data.find(b"\r\n\r\n", pos - 2) < 0:  # trailers, then an empty line
+                    need(len(data) + 1)
+                return b"".join(parts)
+            need(pos + size + 2)
+            parts.append(data[pos : pos + size])
+            pos += size + 2
+
+    def _read_to_close(self, conn: _Conn, data: bytes) -> bytes:
+        parts = [data]
+        while True:
+            more = conn.sock.recv(_BUFFER_BYTES)
+            if not more:
+                return b"".join(parts)
+            parts.append(more)
+
+    def _exchange(self, first: bytes, second: bytes | None) -> _Answer:
+        """Send one request on a pooled connection and read its answer; retry once when a
+        kept-alive connection turns out closed before any answer (the server's idle timeout
+        won the race)."""
+        for attempt in (0, 1):
+            conn = self._acquire()
+            if conn is None:
+                raise _Closed()
+            try:
+                conn.sock.sendall(first)
+                if second is not None:
+                    conn.sock.sendall(second)
+                answer = self._read_answer(conn)
+            except ConnectionClosed as exc:
+                self._drop(conn)
+                if attempt == 0 and exc.before_answer and conn.used:
+                    continue
+                raise
             except OSError as exc:
-                pool.release_socket(sock)
-                if attempt == 0 and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+                self._drop(conn)
+                if attempt == 0 and conn.used and exc.errno in _RETRYABLE_ERRNO:
                     continue
                 raise
             except BaseException:
-                pool.release_socket(sock)
+                self._drop(conn)
                 raise
-            try:
-                response = _Response(sock, pool, block_size=_BLOCK_SIZE)
-            except HTTPConnectionClosed:
-                if attempt == 0:
-                    continue
-                raise
-            return response, response.read()
+            if answer.keep_alive:
+                self._release(conn)
+            else:
+                self._drop(conn)
+            return answer
         raise AssertionError("unreachable")
 
     def _failure(self, exc: BaseException) -> Outcome:
-        if self._closed:
+        if self._closed or isinstance(exc, _Closed):
             return Outcome(False, oc.CANCELLED, "client closed")
-        if isinstance(exc, HTTPConnectionClosed):
+        if isinstance(exc, ConnectionClosed):
             return Outcome(False, oc.CONNECTION_RESET, "connection closed by the server")
-        if isinstance(exc, RuntimeError):  # e.g. "Cannot resolve host"
-            return Outcome(False, oc.CONNECTION_ERROR, shorten(str(exc)))
+        if isinstance(exc, HTTPProtocolError):
+            return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)))
         return Outcome(False, oc.kind_of_exception(exc), reason(exc, self.timeout_s))
 
     def infer(self, req: EncodedRequest) -> Outcome:
         """One inference call; never raises for server or network faults."""
-        if self._closed:  # a closed geventhttpclient pool would leak a slot per call
+        if self._closed:
             return Outcome(False, oc.CANCELLED, "client closed")
-        body = req.body
-        head = b"%s%x\r\n%sContent-Length: %d\r\n\r\n" % (
-            self._infer_start,
-            self._counter(),
-            self._extra_headers(req.headers),
-            len(body),
-        )
+        entry = self._prebuilt.get(id(req))
+        if entry is None or entry[0] is not req:
+            entry = self._prebuild(req)
         try:
-            response, data = self._exchange(head, body)
-        except (OSError, HTTPParseError, RuntimeError) as exc:
+            answer = self._exchange(b"%s%x%s" % (self._infer_start, self._counter(), entry[1]), entry[2])
+        except (OSError, HTTPProtocolError, _Closed) as exc:
             return self._failure(exc)
-        status = response.status_code
+        data = answer.body
+        status = answer.status
         if 200 <= status < 300:
             if not self.validate:
                 return Outcome(True, None, None, len(data))
             try:
-                json_codec.check_response(data, _header_length(response))
+                json_codec.check_response(data, _header_length(answer))
             except OIPServerError as exc:
                 return Outcome(False, oc.OIP_ERROR, str(exc), len(data))
             except OIPError as exc:
                 return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)), len(data))
             return Outcome(True, None, None, len(data))
-        return Outcome(False, oc.http_kind(status), _status_message(response, data), len(data))
+        return Outcome(False, oc.http_kind(status), _status_message(answer, data), len(data))
 
     # ------------------------------------------------------------------ control plane
 
     def _call(
         self, method: str, path: str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
-    ) -> tuple[_Response, bytes]:
+    ) -> tuple[_Answer, bytes]:
         """A non-hot-path request; transport failures raise TargetError with one line."""
         if self._closed:
             raise TargetError(f"the client for {self.target.safe_host} is closed")
@@ -269,35 +473,37 @@ class RestClient:
         if method != "GET":
             head += b"Content-Length: %d\r\n" % len(body)
         try:
-            return self._exchange(head + b"\r\n", body)
-        except (OSError, HTTPParseError, RuntimeError) as exc:
+            answer = self._exchange(head + b"\r\n" + body, None)
+        except (OSError, HTTPProtocolError, _Closed) as exc:
+            if isinstance(exc, HTTPProtocolError):
+                raise TargetError(f"{self.target.safe_host} did not answer with HTTP: {exc}") from None
             raise TargetError(
                 f"cannot connect to {self.target.safe_host}: {reason(exc, self.timeout_s)}"
             ) from None
+        return answer, answer.body
 
     def infer_decoded(self, req: EncodedRequest) -> InferResponse:
         """One inference call, decoded; raises OIPError for a bad or failed answer, TargetError
         when the server cannot be reached."""
-        response, data = self._call("POST", self.target.infer_path, req.body, req.headers)
-        status = response.status_code
-        if not 200 <= status < 300:
-            raise OIPServerError(_status_message(response, data))
-        return json_codec.decode_response(data, _header_length(response))
+        answer, data = self._call("POST", self.target.infer_path, req.body, req.headers)
+        if not 200 <= answer.status < 300:
+            raise OIPServerError(_status_message(answer, data))
+        return json_codec.decode_response(data, _header_length(answer))
 
     def server_live(self) -> bool:
-        return self._call("GET", self.target.live_path)[0].status_code == 200
+        return self._call("GET", self.target.live_path)[0].status == 200
 
     def server_ready(self) -> bool:
-        return self._call("GET", self.target.server_ready_path)[0].status_code == 200
+        return self._call("GET", self.target.server_ready_path)[0].status == 200
 
     def model_ready(self) -> bool:
-        return self._call("GET", self.target.ready_path)[0].status_code == 200
+        return self._call("GET", self.target.ready_path)[0].status == 200
 
     def model_metadata(self) -> dict[str, Any]:
-        response, data = self._call("GET", self.target.metadata_path)
+        answer, data = self._call("GET", self.target.metadata_path)
         what = f"{self.target.kind} {self.target.name!r} on {self.target.safe_host}"
-        if response.status_code != 200:
-            raise TargetError(f"cannot get the metadata of {what}: {_status_message(response, data)}")
+        if answer.status != 200:
+            raise TargetError(f"cannot get the metadata of {what}: {_status_message(answer, data)}")
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -309,18 +515,26 @@ class RestClient:
     def check_target(self) -> None:
         """Raise TargetError with one clear line unless the target is reachable and ready."""
         t = self.target
-        response, data = self._call("GET", t.ready_path)
-        status = response.status_code
-        if status == 200:
+        answer, data = self._call("GET", t.ready_path)
+        if answer.status == 200:
             return
         where = f"{t.kind} {t.name!r} on {t.safe_host}"
-        if status == 404:
-            raise TargetError(f"unknown {where} ({_status_message(response, data)})")
-        raise TargetError(f"{where} is not ready ({_status_message(response, data)})")
+        if answer.status == 404:
+            raise TargetError(f"unknown {where} ({_status_message(answer, data)})")
+        raise TargetError(f"{where} is not ready ({_status_message(answer, data)})")
 
     def close(self) -> None:
         self._closed = True
-        self._pool.close()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.sock.close()
+            self._open -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            try:
+                get_hub().loop.run_callback(waiter.switch, None)
+            except gevent.hub.LoopExit:  # pragma: no cover - no loop left to wake anyone
+                break
 
     def __enter__(self) -> RestClient:
         return self
@@ -329,8 +543,12 @@ class RestClient:
         self.close()
 
 
-def _header_length(response: _Response) -> int | None:
-    value = response.header_length
+class _Closed(Exception):
+    """The client was closed while a call waited for a connection."""
+
+
+def _header_length(answer: _Answer) -> int | None:
+    value = answer.header_length
     if value is None:
         return None
     try:
@@ -339,12 +557,12 @@ def _header_length(response: _Response) -> int | None:
         raise OIPError(f"invalid {json_codec.HEADER_LENGTH} header {value!r}") from None
 
 
-def _status_message(response: _Response, data: bytes) -> str:
+def _status_message(answer: _Answer, data: bytes) -> str:
     """``HTTP 404: <OIP error message>`` or ``HTTP 503 Service Unavailable: <body preview>``."""
-    status = response.status_code
+    status = answer.status
     message = json_codec.error_message(data)
     if message is None:
-        reason_phrase = (response.status_message or "").strip()
+        reason_phrase = (answer.reason or "").strip()
         text = data[:120].decode("utf-8", "replace").strip()
         message = reason_phrase if text in ("", reason_phrase) else f"{reason_phrase}: {text}".lstrip(": ")
     return shorten(f"HTTP {status}: {message}" if message else f"HTTP {status}")

@@ -131,36 +131,37 @@ def test_branching_per_step_latency_critical_path_and_overhead(testbed: Testbed,
 
 
 def test_isolated_steps_predict_the_pipeline_capacity(testbed: Testbed, tmp_path: Path) -> None:
-    # synth-5ms carries exactly 200 rps; synth-2ms (500) and synth-3ms (333) do not saturate
-    # below --max-rps 220. The search goes 150 -> 220 -> bisects to within 15 %. Overload is kept
-    # mild (220) because the testbed's one MLServer process also runs the pipeline itself (about
-    # 6 ms of CPU per linear request): far past its limit its backlog outlasts the cool-down.
+    # branching: synth-8ms carries exactly 125 rps; synth-1ms (1000), synth-2ms (500) and join-1ms
+    # (1000) do not saturate below --max-rps 160. The search goes 80 -> 160 -> bisects to within
+    # 15 %. The pipeline runtime shares the testbed's one MLServer process (about 5 ms of CPU per
+    # branching request), so the bottleneck is kept well below what that process can carry.
     # Send lag up to 30 ms is tolerated: on a small shared machine an overloaded server starves
     # the in-process generator for a moment, which says nothing about where the server saturates.
-    run = seldon_load(["run", "--host", testbed.rest_url, "--pipeline", "linear",
-                       "--pipeline-spec", str(PIPELINES_DIR / "linear.yaml"), "--metrics-url", testbed.metrics_url,
-                       "--isolate-steps", "--auto", "--auto-start-rps", "150", "--max-rps", "220",
+    steps = ("synth-1ms", "synth-2ms", "synth-8ms", "join-1ms")
+    run = seldon_load(["run", "--host", testbed.rest_url, "--pipeline", "branching",
+                       "--pipeline-spec", str(PIPELINES_DIR / "branching.yaml"), "--metrics-url", testbed.metrics_url,
+                       "--isolate-steps", "--auto", "--auto-start-rps", "80", "--max-rps", "160",
                        "--auto-precision", "0.15", "--auto-hold", "4s", "--auto-narrow-hold", "4s", "--settle", "1s",
-                       "--auto-budget", "60s", "--max-send-lag-ms", "30", "--workers", "0"], tmp_path, timeout_s=280)
+                       "--auto-budget", "60s", "--max-send-lag-ms", "30", "--workers", "0"], tmp_path, timeout_s=300)
     assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    for model in ("synth-2ms", "synth-5ms", "synth-3ms"):
+    for model in steps:
         step = (tmp_path / "steps" / model / "results.json")
         assert step.is_file(), model
     res = run.results
-    assert res["target"]["kind"] == "pipeline" and res["target"]["name"] == "linear"
+    assert res["target"]["kind"] == "pipeline" and res["target"]["name"] == "branching"
     p = res["pipeline"]
     iso = p["isolated"]
-    assert iso["synth-5ms"]["saturated"] is True
-    assert 0.75 * 200 <= iso["synth-5ms"]["capacity_rps"] <= 200 * 1.05
-    for model in ("synth-2ms", "synth-3ms"):
-        assert iso[model]["capacity_rps"] > iso["synth-5ms"]["capacity_rps"], iso
-    assert p["bottleneck"] == "synth-5ms"
-    assert p["predicted_capacity_rps"] == iso["synth-5ms"]["capacity_rps"]
-    assert {s["name"]: s["capacity_rps"] for s in p["steps"]}["synth-5ms"] == p["predicted_capacity_rps"]
+    assert iso["synth-8ms"]["saturated"] is True
+    assert 0.75 * 125 <= iso["synth-8ms"]["capacity_rps"] <= 125 * 1.05
+    for model in ("synth-1ms", "synth-2ms", "join-1ms"):
+        assert iso[model]["capacity_rps"] > iso["synth-8ms"]["capacity_rps"], iso
+    assert p["bottleneck"] == "synth-8ms"
+    assert p["predicted_capacity_rps"] == iso["synth-8ms"]["capacity_rps"]
+    assert {s["name"]: s["capacity_rps"] for s in p["steps"]}["synth-8ms"] == p["predicted_capacity_rps"]
     measured = res["saturation"]["max_sustainable_rps"]
     assert res["saturation"]["saturated"] is True and measured is not None, res["saturation"]
     assert p["measured_capacity_rps"] == measured
     assert abs(p["predicted_capacity_rps"] - measured) <= 0.15 * measured, (p["predicted_capacity_rps"], measured)
     # the pipeline run's own server-side numbers are still there
-    assert p["critical_path"] == ["synth-2ms", "synth-5ms", "synth-3ms"] and p["overhead_ms"] > 0
-    assert "bottleneck synth-5ms" in run.stdout
+    assert p["critical_path"] == BRANCH_PATH and p["overhead_ms"] > 0
+    assert "bottleneck synth-8ms" in run.stdout
