@@ -175,7 +175,7 @@ class Session:
             last.hold_end_s = max(last.hold_start_s + 1, min(last.hold_end_s, c.elapsed()))
         t = s.target
         pipeline = None
-        if s.pipeline_spec or self.snapshots:
+        if s.pipeline_spec or (self.snapshots and s.target.kind == "pipeline"):
             from seldon_load.analyze.pipeline_results import pipeline_section
 
             pipeline = pipeline_section(self.pipeline_spec(), self.snapshots, self._rows_for_pipeline())
