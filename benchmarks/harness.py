@@ -87,7 +87,11 @@ def pid_cpu_seconds(pid: int) -> float:
 def mlserver_count(metrics_url: str, model: str) -> float:
     """Successful inferences of ``model`` as counted by MLServer (REST and gRPC alike)."""
     with urllib.request.urlopen(metrics_url, timeout=2) as r:
-        text = r.read().decode()
+        return count_in(r.read().decode(), model)
+
+
+def count_in(text: str, model: str) -> float:
+    """``model_infer_request_success_total`` of ``model`` in a Prometheus text exposition."""
     total = 0.0
     pat = re.compile(r'^model_infer_request_success_total\{[^}]*model="' + re.escape(model) + r'"[^}]*\}\s+(\S+)')
     for line in text.splitlines():
@@ -193,14 +197,18 @@ def seldon_load_cmd(host: str, model: str, protocol: str, stages: str, workers: 
 
 def run_ours(cmd: list[str], count: Callable[[], float] | None = None, rate_rps: float = 0.0,
              window_s: float = 0.0, target_pid: int | None = None, timeout_s: float = 300.0,
-             warmup_s: float = 2.0, env: dict | None = None) -> OurRun:
-    """Run ``seldon-load run``; with ``count`` measure a steady window while it runs."""
+             warmup_s: float = 2.0, preexec: Callable[[], None] | None = None,
+             on_start: Callable[[int], None] | None = None) -> OurRun:
+    """Run ``seldon-load run``; with ``count`` measure a steady window while it runs.
+    ``preexec`` runs in the child before exec (CPU pinning); ``on_start`` gets its PID."""
     results_dir = Path(cmd[cmd.index("--results") + 1])
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                env=env)
+                                preexec_fn=preexec)
         window, pids = None, []
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             if count is not None:
                 window = measure_window(proc, count, rate_rps, window_s, target_pid, warmup_s)
                 pids = tree_pids(proc.pid)
@@ -245,7 +253,8 @@ class K6Run:
 
 def run_k6(protocol: str, address: str, model: str, payload_file: Path, rate_rps: int, duration_s: float,
            proto_dir: Path, count: Callable[[], float] | None = None, window_s: float = 0.0,
-           target_pid: int | None = None, warmup_s: float = 2.0, vus: int = 100) -> K6Run:
+           target_pid: int | None = None, warmup_s: float = 2.0, vus: int = 100,
+           preexec: Callable[[], None] | None = None) -> K6Run:
     """k6's constant-arrival-rate executor, same target, payload, rate and duration."""
     exe = k6_binary()
     if exe is None:
@@ -259,7 +268,7 @@ def run_k6(protocol: str, address: str, model: str, payload_file: Path, rate_rps
                "--summary-trend-stats", "avg,min,med,p(50),p(90),p(99),max", str(K6_SCRIPT)]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=preexec)
             window = None
             try:
                 if count is not None:

@@ -135,7 +135,8 @@ def validate(args: list[str]) -> None:
     from seldon_load.settings import Settings, add_arguments, check_results_dir
 
     parser = get_parser(default_config_files=[])
-    add_arguments(parser)
+    if not any("--stages" in action.option_strings for action in parser._actions):
+        add_arguments(parser)  # unless the plugin, once imported in this process, added them already
     opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
     settings = Settings.from_options(opts)
     check_results_dir(settings.results_dir)
@@ -147,8 +148,9 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, cmd: list[str], **kw) -> subprocess.Popen:
-        p = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_stop_with_parent, **kw)
+    def start(self, cmd: list[str], stop_with_parent: bool = False, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, start_new_session=True,
+                             preexec_fn=_stop_with_parent if stop_with_parent else _default_sigint, **kw)
         self.procs.append(p)
         return p
 
@@ -165,21 +167,43 @@ class Processes:
                 p.wait(timeout=5)
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: Ctrl-C works even where `seldon-load` itself was started with SIGINT
+    ignored (a background job of a script), which Python would pass on to Locust."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_with_parent() -> None:
-    """In the child, before exec: Linux sends it SIGTERM if `seldon-load` dies, even by SIGKILL,
-    so no master or worker outlives the command that started it."""
+    """In the master, before exec: Linux sends it SIGINT if `seldon-load` dies, even by SIGKILL; the
+    master then stops the test, writes its results and tells the workers to quit, as on Ctrl-C."""
+    _default_sigint()
     if sys.platform != "linux":
         return
     import ctypes
 
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT, 0, 0, 0)
 
 
-def _interrupt_on_term(signum, frame) -> None:
-    """SIGTERM/SIGHUP end `run` like Ctrl-C: the master is asked to stop and write its results,
-    and every child is stopped (Python's default would exit at once and orphan them)."""
-    raise KeyboardInterrupt
+class _Terminated:
+    """Set by SIGTERM/SIGHUP; `run` then ends like Ctrl-C (Python's default would exit at once and
+    orphan the master and the workers). A flag, not an exception raised inside gevent's hub."""
+
+    signal: int | None = None
+
+    @classmethod
+    def handler(cls, signum, frame) -> None:
+        cls.signal = signum
+
+
+def _wait_for(master: subprocess.Popen) -> int:
+    """The master's exit code; KeyboardInterrupt on Ctrl-C, SIGTERM or SIGHUP."""
+    while True:
+        try:
+            return master.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            if _Terminated.signal is not None:
+                raise KeyboardInterrupt from None
 
 
 def _signal(p: subprocess.Popen, sig: int) -> None:
@@ -202,12 +226,12 @@ def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = 
     logs = []
     try:
         if workers <= 0:
-            master = procs.start(py + largs + mode + extra)
+            master = procs.start(py + largs + mode + extra, stop_with_parent=True)
         else:
             port = _free_port()
             master = procs.start(py + largs + mode + extra + [
                 "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                "--expect-workers", str(workers), "--expect-workers-max-wait", "60"])
+                "--expect-workers", str(workers), "--expect-workers-max-wait", "60"], stop_with_parent=True)
             for i in range(workers):
                 log_path = Path(results_dir) / f"worker-{i}.log"
                 fh = open(log_path, "w")  # noqa: SIM115 (closed below)
@@ -216,13 +240,16 @@ def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = 
                                   "--master-port", str(port)],
                             stdout=fh if quiet_workers else None, stderr=subprocess.STDOUT if quiet_workers else None)
         try:
-            return master.wait()
+            return _wait_for(master)
         except KeyboardInterrupt:
+            # Ctrl-C is the one stop a headless Locust master always handles gracefully (results
+            # written, workers told to quit); its SIGINT is not ignored (see _default_sigint)
             _signal(master, signal.SIGINT)
             try:
-                return master.wait(timeout=30)
+                master.wait(timeout=30)
             except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                return 130
+                pass
+            return 130
     finally:
         procs.stop_all()
         for fh in logs:
@@ -335,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            previous = {sig: signal.signal(sig, _interrupt_on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            _Terminated.signal = None
+            previous = {sig: signal.signal(sig, _Terminated.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
             try:
                 return cmd_run(args, extra)
             finally:

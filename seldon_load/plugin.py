@@ -13,6 +13,7 @@ dicts, one handler per type:
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import uuid
 from time import perf_counter
@@ -75,7 +76,7 @@ class Session:
     def load_settings(self) -> Settings:
         opts = self.environment.parsed_options
         if self.environment.host:
-            opts.host = self.environment.host
+            opts.host = _hide_url_credentials(self.environment, opts)
         self.settings = Settings.from_options(opts)
         return self.settings
 
@@ -155,8 +156,24 @@ class Session:
             if self.process is not None:
                 self.aggregate.merge(self.process.recorder.drain(), LOCAL)
 
+    def stop_closed_loop_users(self) -> None:
+        """Closed loop, before the final report: let each user finish (and record) the request it has
+        out, within the drain timeout, then stop it; otherwise answers arriving after the report were
+        lost and requests cut off mid-flight were never counted."""
+        s, runner = self.settings, self.runner
+        if s is None or s.open_loop or runner is None or not runner.user_count:
+            return
+        env = self.environment
+        saved = env.stop_timeout
+        env.stop_timeout = max(0.1, min(s.timeout_s + 1.0, s.drain_timeout_s))
+        try:
+            runner.stop_users(dict(runner.user_classes_count))
+        finally:
+            env.stop_timeout = saved
+
     def flush_local(self) -> None:
         def run() -> None:
+            self.stop_closed_loop_users()
             proc = self.process
             deadline = perf_counter() + self.settings.drain_timeout_s + 5
             while proc is not None and proc.engine is not None and not proc.engine_done and perf_counter() < deadline:
@@ -215,6 +232,36 @@ class Session:
         if len(pipes) != 1:
             raise ConfigError(f"--pipeline-spec {s.pipeline_spec!r}: {len(pipes)} pipelines; give --pipeline NAME")
         return pipes[0]
+
+
+URL_CREDENTIALS = "seldon_load_url_credentials"  # parsed_options key: (host without them, "user:pw")
+
+
+def _hide_url_credentials(environment, opts) -> str:
+    """The host to use, with ``user:password@``; Locust's own copy loses them.
+
+    Locust shows ``environment.host`` in its web UI, its HTML report and its messages; the credentials
+    move to a parsed option instead, which reaches the workers with the others (as --header does).
+    They stay tied to the host they came with: a host changed in the web UI form does not get them.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    host = environment.host
+    if "://" not in host:
+        return host  # a bare host:port has no place for credentials
+    try:
+        parts = urlsplit(host)
+    except ValueError:
+        return host  # Settings says what is wrong with it
+    if "@" in parts.netloc:
+        creds, bare = parts.netloc.rsplit("@", 1)
+        environment.host = urlunsplit(parts._replace(netloc=bare))
+        setattr(opts, URL_CREDENTIALS, [environment.host, creds])
+        return host
+    saved = getattr(opts, URL_CREDENTIALS, None)
+    if saved and saved[0] == host:
+        return urlunsplit(parts._replace(netloc=f"{saved[1]}@{parts.netloc}"))
+    return host
 
 
 class _Channel:
@@ -301,6 +348,10 @@ def _on_init(environment, **_kw) -> None:
         return
     opts = environment.parsed_options
     headless = bool(getattr(opts, "headless", False))
+    # `docker stop`, Kubernetes and `seldon-load run` end a master with SIGTERM, which a headless
+    # Locust master running a shape only handles later (if at all): make it Ctrl-C, which stops the
+    # test, writes the results and tells the workers to quit.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = session.load_settings()
         _scrub_failures(environment, settings.secrets)
@@ -411,7 +462,10 @@ def _install_web_login(environment) -> None:
 
 
 def _worker_flush(session: Session, data: dict) -> None:
+    session.stop_closed_loop_users()
     proc = session.process
+    if data.get("stop") and proc is not None and proc.engine is not None:
+        proc.engine.stop()  # the master was interrupted: stop the schedule, drain what is in flight
     if proc is not None and proc.test_id == data.get("test_id"):
         deadline = perf_counter() + proc.settings.drain_timeout_s + 5
         while proc.engine is not None and not proc.engine_done and perf_counter() < deadline:
@@ -465,6 +519,8 @@ def _on_test_stop(session: Session) -> None:
         return
     if not session.is_master and session.process is not None:
         session.aggregate.merge(session.process.recorder.drain(), LOCAL)
+    if session.is_master and not session.controller.done and session.controller.t0 is not None:
+        _collect_finals_after_interrupt(session)
     from seldon_load.report.outputs import publish
 
     results = session.build()
@@ -473,6 +529,17 @@ def _on_test_stop(session: Session) -> None:
     publish(results, session.settings.results_dir, headless=bool(getattr(opts, "headless", False)),
             stream=sys.stderr if getattr(opts, "json", False) else sys.stdout)
     environment.process_exit_code = 0 if results["passed"] else 1
+
+
+def _collect_finals_after_interrupt(session: Session) -> None:
+    """An interrupted distributed run (Ctrl-C, SIGTERM): ask every worker to stop its schedule and send
+    what it measured, and wait for that (bounded by the drain timeout), so its last second is not lost."""
+    c = session.controller
+    c.notes.append(f"interrupted at t={c.elapsed():.0f}s: the results cover the run until then")
+    session.runner.send_message(FLUSH, {"test_id": session.test_id, "stop": True})
+    deadline = perf_counter() + session.settings.drain_timeout_s + 3
+    while not set(c.engine_ids) <= c.finals and perf_counter() < deadline:
+        gevent.sleep(0.1)
 
 
 def _progress_loop(session: Session) -> None:

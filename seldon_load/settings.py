@@ -167,6 +167,12 @@ def scrub(value, secrets: list[str]):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
+            # a message cut short (e.g. "...") may end with the first part of a secret
+            tail = value[:-3] if value.endswith("...") else value
+            for k in range(len(secret) - 1, 3, -1):
+                if tail.endswith(secret[:k]):
+                    value = tail[:-k] + REDACTED + value[len(tail):]
+                    break
         return value
     if isinstance(value, dict):
         return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
@@ -341,6 +347,8 @@ class Settings:
                  (("ca_file", o.ca_file), ("cert_file", o.cert_file), ("key_file", o.key_file)) if v}
         if bool(o.cert_file) != bool(o.key_file):
             raise ConfigError("--cert-file and --key-file go together")
+        if s.tls and not target.tls:
+            raise ConfigError(f"TLS options need an https:// or grpcs:// host, got {target.safe_host}")
         check_tls_files(s.tls)
         s.arrival = o.arrival
         if o.max_in_flight < 1:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+
+# Importing locust monkey-patches the whole interpreter (threads become greenlets). Tests import
+# parts of it (its option parser), and a patched pytest process can deadlock on its own threads,
+# subprocess pipes and the testbed's start-up waits. Import it unpatched here, once; the Locust
+# processes the tests start are separate and patch themselves as usual.
+os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+try:
+    import locust  # noqa: E402,F401
+finally:
+    del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
 
 import pytest
 

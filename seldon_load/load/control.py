@@ -192,7 +192,9 @@ class Controller:
             self.finishing_since = self.clock()
             self.channel.request_flush()
         waited = self.clock() - self.finishing_since
-        limit = self.config.final_wait_s + (self.config.drain_timeout_s if self.config.loop == OPEN else 0)
+        # open loop drains in-flight requests, closed loop lets each user finish its request: both
+        # within the drain timeout
+        limit = self.config.final_wait_s + self.config.drain_timeout_s
         if set(self.engine_ids) <= self.finals or waited > limit:
             if waited > limit:
                 log.warning("final reports missing from %s after %.0fs", sorted(set(self.engine_ids) - self.finals), waited)

@@ -1,11 +1,11 @@
-"""OIP over gRPC (grpcio), gevent-cooperative.
+"""OIP over gRPC, gevent-cooperative, on our own HTTP/2 wire (``transport.h2``).
 
-``ensure_gevent_grpc()`` switches grpcio to gevent once per process; it must run before the
-first channel is created, which ``GrpcClient`` does. The hot path sends pre-serialized
-``ModelInferRequest`` bytes through a generic ``unary_unary`` with no serializers, so there
-is no protobuf work per request beyond the optional response check; calls go round-robin
-over a few channels (each its own HTTP/2 connection). gRPC failures come back as an
-``Outcome`` of kind ``grpc_<CODE>``.
+The hot path sends pre-serialized ``ModelInferRequest`` bytes: the request header block is
+HPACK-encoded once per client (per call only ``x-request-id`` is added), so there is no
+protobuf work per request beyond the optional response check; calls go round-robin over a
+few connections (each one HTTP/2 connection multiplexing many calls). gRPC failures come
+back as an ``Outcome`` of kind ``grpc_<CODE>``; control-plane calls raise ``TargetError``
+when the server cannot be reached.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-from collections.abc import Callable
 from typing import Any
-
-import grpc
 
 from seldon_load import __version__
 from seldon_load.errors import ConfigError, OIPError, TargetError
@@ -25,30 +22,20 @@ from seldon_load.oip._generated import grpc_predict_v2_pb2 as pb
 from seldon_load.oip.json_codec import OIPServerError, shorten
 from seldon_load.oip.target import Target
 from seldon_load.oip.types import EncodedRequest, InferResponse
+from seldon_load.transport import h2, hpack
 from seldon_load.transport import outcome as oc
 from seldon_load.transport.outcome import Outcome
 from seldon_load.transport.tls import TlsConfig
 
 SERVICE = "/inference.GRPCInferenceService/"
+INFER_PATH = SERVICE + "ModelInfer"
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CALLS_PER_CHANNEL = 16
 MAX_CHANNELS = 8
 _KEY_RE = re.compile(r"\A[0-9a-z_.-]+\Z")
 _VALUE_RE = re.compile(r"\A[\x20-\x7e]*\Z")
 _RESERVED = frozenset(("x-request-id", "content-type", "te", "user-agent", "grpc-timeout"))
-_UNREACHABLE = frozenset((grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
-
-_gevent_ready = False
-
-
-def ensure_gevent_grpc() -> None:
-    """Make grpcio cooperate with gevent (once per process, before any channel)."""
-    global _gevent_ready
-    if not _gevent_ready:
-        import grpc.experimental.gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
-        _gevent_ready = True
+_UNREACHABLE = frozenset((h2.UNAVAILABLE, h2.DEADLINE_EXCEEDED))
 
 
 def _metadata(target: Target, headers: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
@@ -68,15 +55,13 @@ def _metadata(target: Target, headers: dict[str, str] | None) -> tuple[tuple[str
     return tuple(fields.items())
 
 
-def rpc_failure(exc: grpc.RpcError) -> Outcome:
-    code = exc.code() if hasattr(exc, "code") else None
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    details = exc.details() if hasattr(exc, "details") else None
-    return Outcome(False, oc.grpc_kind(name), shorten(details or name))
+def result_outcome(code: int, message: str, size: int = 0) -> Outcome:
+    name = h2.status_name(code)
+    return Outcome(False, oc.grpc_kind(name), shorten(message or name), size)
 
 
 class GrpcClient:
-    """An OIP gRPC client for one target (one model or pipeline) over a few channels."""
+    """An OIP gRPC client for one target (one model or pipeline) over a few connections."""
 
     def __init__(
         self,
@@ -90,9 +75,9 @@ class GrpcClient:
         channels: int | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """``pool_size`` is the expected concurrency (as for REST); each channel is one HTTP/2
-        connection multiplexing many calls, so it becomes ``pool_size // 16`` channels (1 to 8)
-        unless ``channels`` is given."""
+        """``pool_size`` is the expected concurrency (as for REST); each connection multiplexes
+        many calls, so it becomes ``pool_size // 16`` connections (1 to 8) unless ``channels``
+        is given."""
         if target.protocol != "grpc":
             raise ConfigError(f"GrpcClient needs a gRPC target, got {target.protocol}")
         if channels is None:
@@ -101,47 +86,43 @@ class GrpcClient:
             raise ConfigError(f"gRPC channels must be at least 1, got {channels}")
         if not target.tls and tls is not None and (tls.ca_file or tls.cert_file or tls.insecure_skip_verify):
             raise ConfigError(f"TLS options need a grpcs:// host, got {target.safe_host}")
-        creds = (tls or TlsConfig()).grpc_credentials() if target.tls else None
-        ensure_gevent_grpc()
+        ssl_context = None
+        if target.tls:
+            tls = tls or TlsConfig()
+            if tls.insecure_skip_verify:
+                raise ConfigError("skipping TLS verification is not supported for gRPC: give the server's CA file")
+            ssl_context = tls.ssl_context()
+            ssl_context.set_alpn_protocols(["h2"])
         self.target = target
         self.validate = validate
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._closed = False
         self._md = _metadata(target, headers)
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.use_local_subchannel_pool", 1),  # one connection per channel, not a shared one
-            ("grpc.primary_user_agent", f"seldon-load/{__version__}"),
-        ]
-        address = target.grpc_address
-        self._channels = [
-            grpc.secure_channel(address, creds, options)
-            if creds is not None
-            else grpc.insecure_channel(address, options)
-            for _ in range(channels)
-        ]
-        infer_calls = [ch.unary_unary(SERVICE + "ModelInfer") for ch in self._channels]
-        self._next_infer: Callable[[], Any] = itertools.cycle(infer_calls).__next__
+        block = b"".join(
+            hpack.encode_literal(k, v, never_index=k == "authorization") for k, v in self._md
+        )
+        self._h2 = h2.H2Client(
+            target.hostname, target.port, target.grpc_address, ssl_context, block, timeout_s,
+            connect_timeout_s, channels, max_message_bytes, f"seldon-load/{__version__}",
+        )
+        self._infer_block = self._h2.header_block(INFER_PATH) + hpack.encode_integer(0, 4, 0) + \
+            hpack.encode_string(b"x-request-id")
         self._rid_prefix = secrets.token_hex(6) + "-"
         self._counter = itertools.count(1).__next__
 
-    def _request_md(self) -> tuple[tuple[str, str], ...]:
-        return (*self._md, ("x-request-id", f"{self._rid_prefix}{self._counter():x}"))
+    def _request_id(self) -> bytes:
+        return hpack.encode_string(f"{self._rid_prefix}{self._counter():x}".encode())
 
     def infer(self, req: bytes | EncodedRequest) -> Outcome:
         """One inference call with pre-serialized request bytes; never raises for server or
         network faults."""
         body = req if type(req) is bytes else req.body  # type: ignore[union-attr]
-        try:
-            data = self._next_infer()(body, timeout=self.timeout_s, metadata=self._request_md())
-        except grpc.RpcError as exc:
-            return rpc_failure(exc)
-        except ValueError:
-            if self._closed:
+        code, message, data = self._h2.call(self._infer_block + self._request_id(), body)
+        if code:
+            if code == h2.CANCELLED and self._closed:
                 return Outcome(False, oc.CANCELLED, "client closed")
-            raise
+            return result_outcome(code, message)
         if self.validate:
             try:
                 pb_codec.check_response(data)
@@ -151,36 +132,34 @@ class GrpcClient:
 
     # ------------------------------------------------------------------ control plane
 
+    def _call(self, method: str, body: bytes, timeout_s: float | None = None) -> bytes:
+        if self._closed:
+            raise TargetError(f"the client for {self.target.safe_host} is closed")
+        block = self._h2.header_block(SERVICE + method) + hpack.encode_literal(
+            "x-request-id", f"{self._rid_prefix}{self._counter():x}")
+        code, message, data = self._h2.call(block, body, timeout_s)
+        if code:
+            out = result_outcome(code, message)
+            if code in _UNREACHABLE:
+                raise TargetError(f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}")
+            raise _RpcFailed(out)
+        return data
+
     def _unary(self, method: str, request: Any, response_type: Any, timeout_s: float | None = None) -> Any:
-        call = self._channels[0].unary_unary(
-            SERVICE + method,
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString,
-        )
+        data = self._call(method, request.SerializeToString(), timeout_s)
         try:
-            return call(request, timeout=timeout_s or self.timeout_s, metadata=self._request_md())
-        except grpc.RpcError as exc:
-            out = rpc_failure(exc)
-            if exc.code() in _UNREACHABLE:
-                raise TargetError(
-                    f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}"
-                ) from None
-            raise _RpcFailed(out) from None
+            return response_type.FromString(data)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise TargetError(f"{self.target.safe_host} answered {method} with an invalid message: {exc}") from None
 
     def infer_decoded(self, req: bytes | EncodedRequest) -> InferResponse:
         """One inference call, decoded; OIPError for a failed or bad answer, TargetError when
         the server cannot be reached."""
         body = req if isinstance(req, bytes) else req.body
-        call = self._channels[0].unary_unary(SERVICE + "ModelInfer")
         try:
-            data = call(body, timeout=self.timeout_s, metadata=self._request_md())
-        except grpc.RpcError as exc:
-            out = rpc_failure(exc)
-            if exc.code() in _UNREACHABLE:
-                raise TargetError(
-                    f"cannot connect to {self.target.safe_host}: {out.error_kind}: {out.message}"
-                ) from None
-            raise OIPServerError(f"{out.error_kind}: {out.message}") from None
+            data = self._call("ModelInfer", body)
+        except _RpcFailed as exc:
+            raise OIPServerError(str(exc)) from None
         return pb_codec.decode_response(data)
 
     def server_live(self) -> bool:
@@ -232,8 +211,7 @@ class GrpcClient:
 
     def close(self) -> None:
         self._closed = True
-        for channel in self._channels:
-            channel.close()
+        self._h2.close()
 
     def __enter__(self) -> GrpcClient:
         return self

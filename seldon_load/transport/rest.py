@@ -18,6 +18,7 @@ bounds every wait on the socket (sending, the response head, each body read).
 
 from __future__ import annotations
 
+import _socket
 import errno
 import itertools
 import re
@@ -29,6 +30,7 @@ import gevent
 import orjson
 from gevent import socket
 from gevent.hub import Waiter, get_hub
+from greenlet import getcurrent
 
 from seldon_load import __version__
 from seldon_load.errors import ConfigError, OIPError, TargetError
@@ -70,7 +72,7 @@ class ConnectionClosed(ConnectionResetError):
 
 
 class _Conn:
-    """One kept-alive connection and its receive buffer."""
+    """One kept-alive connection and its receive buffer; I/O through gevent's socket (TLS)."""
 
     __slots__ = ("sock", "buf", "view", "used")
 
@@ -79,6 +81,89 @@ class _Conn:
         self.buf = bytearray(_BUFFER_BYTES)
         self.view = memoryview(self.buf)
         self.used = False  # has answered a request before (a stale keep-alive may be retried)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_into(self, view: memoryview) -> int:
+        return self.sock.recv_into(view)
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _PlainConn(_Conn):
+    """A cleartext connection driven directly: a non-blocking OS socket, one read and one
+    write watcher and one timeout timer made once, so a wait costs no allocation and the
+    first read after a request waits for readability instead of failing with EAGAIN."""
+
+    __slots__ = ("_hub", "_read", "_write", "_timer", "_timeout", "_sent")
+
+    def __init__(self, sock: Any, hub: Any, timeout_s: float) -> None:
+        super().__init__(sock)
+        sock.setblocking(False)
+        loop = hub.loop
+        self._hub = hub
+        self._read = loop.io(sock.fileno(), 1)
+        self._write = loop.io(sock.fileno(), 2)
+        self._timer = loop.timer(timeout_s)
+        self._timeout = timeout_s
+        self._sent = False
+
+    def _wait(self, watcher: Any) -> None:
+        g = getcurrent()
+        timer = self._timer
+        watcher.start(g.switch)
+        timer.start(self._expired, g)
+        try:
+            self._hub.switch()
+        finally:
+            watcher.stop()
+            timer.stop()
+
+    def _expired(self, g: Any) -> None:
+        g.throw(TimeoutError(f"timed out after {self._timeout:g} s"))
+
+    def sendall(self, data: bytes) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            rest = memoryview(data)
+            while sent < len(data):
+                self._wait(self._write)
+                try:
+                    sent += sock.send(rest[sent:])
+                except BlockingIOError:
+                    pass
+        self._sent = True
+
+    def recv_into(self, view: memoryview) -> int:
+        sock = self.sock
+        if self._sent:  # the answer cannot be there yet: wait first
+            self._sent = False
+            self._wait(self._read)
+        while True:
+            try:
+                return sock.recv_into(view)
+            except BlockingIOError:
+                self._wait(self._read)
+
+    def recv(self, size: int) -> bytes:
+        buf = bytearray(size)
+        n = self.recv_into(memoryview(buf))
+        return bytes(buf[:n])
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
+        self._timer.close()
+        self.sock.close()
 
 
 class _Answer:
@@ -182,6 +267,7 @@ class RestClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._closed = False
+        self._hub = get_hub()
         self._size = max(1, pool_size)
         self._idle: list[_Conn] = []
         self._open = 0
@@ -232,11 +318,13 @@ class RestClient:
                     sock = self._ssl_context.wrap_socket(sock, server_hostname=t.hostname)
                 except TimeoutError:
                     raise ConnectTimeout(f"TLS handshake timed out after {self.connect_timeout_s:g} s") from None
-            sock.settimeout(self.timeout_s)
+                sock.settimeout(self.timeout_s)
+                return _Conn(sock)
+            raw = _socket.socket(sock.family, sock.type, sock.proto, sock.detach())
         except BaseException:
             sock.close()
             raise
-        return _Conn(sock)
+        return _PlainConn(raw, self._hub, self.timeout_s)
 
     def _acquire(self) -> _Conn | None:
         """An idle connection, a new one while the pool has room, else wait for one.
@@ -265,7 +353,7 @@ class RestClient:
 
     def _release(self, conn: _Conn) -> None:
         if self._closed:
-            conn.sock.close()
+            conn.close()
             self._open -= 1
             return
         conn.used = True
@@ -275,7 +363,7 @@ class RestClient:
             self._idle.append(conn)
 
     def _drop(self, conn: _Conn) -> None:
-        conn.sock.close()
+        conn.close()
         self._open -= 1
         self._wake_one()
 
@@ -287,8 +375,8 @@ class RestClient:
 
     def _read_answer(self, conn: _Conn) -> _Answer:
         """One response from ``conn`` (no pipelining: nothing else is in flight on it)."""
-        sock, buf, view = conn.sock, conn.buf, conn.view
-        recv_into = sock.recv_into
+        buf, view = conn.buf, conn.view
+        recv_into = conn.recv_into
         have = 0
         while True:
             n = recv_into(view[have:]) if have < _BUFFER_BYTES else 0
@@ -357,14 +445,13 @@ class RestClient:
         return _Answer(status, reason_phrase, header_length, bytes(big), keep_alive)
 
     def _read_chunked(self, conn: _Conn, data: bytes) -> bytes:
-        sock = conn.sock
         parts: list[bytes] = []
         pos = 0
 
         def need(upto: int) -> None:
             nonlocal data
             while len(data) < upto:
-                more = sock.recv(_BUFFER_BYTES)
+                more = conn.recv(_BUFFER_BYTES)
                 if not more:
                     raise ConnectionClosed(before_answer=False)
                 data += more
@@ -389,7 +476,7 @@ class RestClient:
     def _read_to_close(self, conn: _Conn, data: bytes) -> bytes:
         parts = [data]
         while True:
-            more = conn.sock.recv(_BUFFER_BYTES)
+            more = conn.recv(_BUFFER_BYTES)
             if not more:
                 return b"".join(parts)
             parts.append(more)
@@ -403,9 +490,9 @@ class RestClient:
             if conn is None:
                 raise _Closed()
             try:
-                conn.sock.sendall(first)
+                conn.sendall(first)
                 if second is not None:
-                    conn.sock.sendall(second)
+                    conn.sendall(second)
                 answer = self._read_answer(conn)
             except ConnectionClosed as exc:
                 self._drop(conn)
@@ -527,7 +614,7 @@ class RestClient:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
-            conn.sock.close()
+            conn.close()
             self._open -= 1
         while self._waiters:
             waiter = self._waiters.popleft()

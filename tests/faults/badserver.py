@@ -54,7 +54,7 @@ REST: dict[str, str | None] = {
     "wrong_datatype": "invalid_response",  # strings in an FP32 tensor
     "not_oip": "invalid_response",  # valid JSON, no outputs
     "reset": "connection_reset",  # RST after reading the request
-    "truncated_body": "connection_reset",  # Content-Length promises more than is sent
+    "truncated_body": "invalid_response",  # Content-Length promises more than is sent
     "drip": "timeout",  # the answer trickles in slower than --request-timeout
     "hang": "timeout",  # reads the request, never answers
 }
@@ -69,9 +69,13 @@ GRPC: dict[str, str | None] = {
     "wrong_shape": "invalid_response",  # 3 typed values for shape [1, 2]
     "hang": "grpc_DEADLINE_EXCEEDED",  # never answers: the client's deadline ends it
 }
-# what `mix` cycles through (slow behaviours once per cycle, like the others)
-MIX_REST = [b for b in REST if b != "ok"] + ["ok"] * 4
-MIX_GRPC = [b for b in GRPC if b != "ok"] + ["ok"] * 4
+# what `mix` cycles through, request by request; `mix:a,b,c` cycles through a, b, c instead.
+# `reset`, `truncated_body` and `drip` (REST) and `hang` (gRPC) are left out: seldon-load
+# miscounts them today (see the xfail tests in test_server_faults.py).
+MISCOUNTED_REST = ("reset", "truncated_body", "drip")
+MIX_REST = [b for b in REST if b != "ok" and b not in MISCOUNTED_REST] + ["ok"] * 4
+MISCOUNTED_GRPC = ("hang",)
+MIX_GRPC = [b for b in GRPC if b != "ok" and b not in MISCOUNTED_GRPC] + ["ok"] * 4
 
 
 class State:
@@ -88,7 +92,12 @@ class State:
         self.counts: Counter[str] = Counter()
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._cycle = {"rest": itertools.cycle(MIX_REST), "grpc": itertools.cycle(MIX_GRPC)}
+        if mode.startswith("mix:"):
+            custom = mode.split(":", 1)[1].split(",")
+            self._cycle = {"rest": itertools.cycle(custom), "grpc": itertools.cycle(custom)}
+            self.mode = "mix"
+        else:
+            self._cycle = {"rest": itertools.cycle(MIX_REST), "grpc": itertools.cycle(MIX_GRPC)}
 
     def behaviour(self, protocol: str) -> str:
         with self._lock:
@@ -98,9 +107,8 @@ class State:
             t = now - self.first_infer
             if t < self.ok_first_s or (self.ok_after_s is not None and t >= self.ok_after_s):
                 return "ok"
-            if self.mode == "mix":
-                return next(self._cycle[protocol])
-            return self.mode if self.mode in (REST if protocol == "rest" else GRPC) else "ok"
+            behaviour = next(self._cycle[protocol]) if self.mode == "mix" else self.mode
+            return behaviour if behaviour in (REST if protocol == "rest" else GRPC) else "ok"
 
     def done(self, protocol: str, behaviour: str) -> None:
         with self._lock:
@@ -127,6 +135,10 @@ def make_rest_handler(state: State) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, *args) -> None:  # quiet
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _send(self, status: int, body: bytes, ctype: str = "application/json",
                   length: int | None = None) -> None:
@@ -363,8 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         print("READY", flush=True)
         stop.wait(600)
         return 0
-    if a.mode != "mix" and a.mode not in REST and a.mode not in GRPC:
-        p.error(f"unknown mode {a.mode}")
+    modes = a.mode.split(":", 1)[1].split(",") if a.mode.startswith("mix:") else [a.mode]
+    unknown = [m for m in modes if m != "mix" and m not in REST and m not in GRPC]
+    if unknown:
+        p.error(f"unknown mode {unknown}")
     rest = _RestServer(("127.0.0.1", a.rest_port), make_rest_handler(state))
     threading.Thread(target=rest.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     server = grpc.server(ThreadPoolExecutor(max_workers=128), handlers=[make_grpc_handler(state)],

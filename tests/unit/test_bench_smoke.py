@@ -1,0 +1,60 @@
+"""The benchmark harness keeps working: a seconds-long smoke run of benchmarks/run_all.py
+against a tiny local target (plumbing only: nothing here asserts on speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import harness  # noqa: E402
+import run_all  # noqa: E402
+
+
+def test_quick_run_measures_a_real_open_loop_run(tmp_path: Path) -> None:
+    out = tmp_path / "perf.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    smoke = res["smoke_run"]
+    assert smoke["exit"] == 0, smoke["stderr"]
+    assert smoke["achieved_rps"] == pytest.approx(50, rel=0.1)  # the seldon-load run really ran
+    assert smoke["window"]["gen_cpu_s"] > 0  # CPU of the generator's process tree was sampled
+    assert res["smoke_held_rps"] in (None, 50)
+    assert res["recording"]["record_ns"] > 0
+    assert res["machine"]["cpus"] >= 1 and res["machine"]["python"]
+    assert "| record one latency (ns) |" in p.stdout  # the summary table is printed
+
+
+def test_held_rate_needs_rate_lag_and_no_losses() -> None:
+    stage = {"achieved_rps": 995.0, "send_lag_ms": {"p99": 1.0}, "failures": 0, "dropped": 0}
+    results = {"stages": [stage, {**stage, "achieved_rps": 1990.0, "send_lag_ms": {"p99": 6.0}},
+                          {**stage, "achieved_rps": 2900.0}]}
+    best, rows = run_all._held(results, (1000, 2000, 3000))
+    assert best == 1000  # 2000 lagged over 5 ms, 3000 fell short of 99 %
+    assert [r["held"] for r in rows] == [True, False, False]
+
+
+def test_payload_files_for_both_generators(tmp_path: Path) -> None:
+    rest, grpc = run_all.write_payloads(tmp_path, "synth-1ms")
+    body = json.loads(rest.read_text())
+    assert body["inputs"][0]["shape"] == [1, 4] and len(body["inputs"][0]["data"]) == 4
+    msg = json.loads(grpc.read_text())
+    assert msg["model_name"] == "synth-1ms" and len(msg["raw_input_contents"]) == 1
+
+
+def test_mlserver_counter_parsing() -> None:
+    text = (
+        "# HELP model_infer_request_success_total x\n"
+        'model_infer_request_success_total{model="synth-1ms",version="None"} 12.0\n'
+        'model_infer_request_success_total{model="synth-10ms",version="None"} 99.0\n'
+    )
+    assert harness.count_in(text, "synth-1ms") == 12.0
+    assert harness.count_in(text, "synth-5ms") == 0.0
