@@ -97,6 +97,7 @@ http {{
     location = /v2/health/ready {{ return 200; }}
     location = /v2/health/live {{ return 200; }}
     location ~ ^/v2/models/[^/]+$ {{ default_type application/json; return 200 '{meta}'; }}
+    location = /nginx_status {{ stub_status; }}
   }}
   server {{
     listen 127.0.0.1:{grpc_port} http2 backlog=4096;
@@ -136,6 +137,14 @@ class NginxTarget:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    def requests(self) -> float:
+        """Requests nginx has handled so far (stub_status), the ruler for throughput."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.rest_url}/nginx_status", timeout=2) as r:
+            lines = r.read().decode().splitlines()
+        return float(lines[2].split()[2])
 
     @property
     def pid(self) -> int | None:

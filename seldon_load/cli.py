@@ -86,7 +86,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> _PluginOptions:
     p.add_argument("--web-ui", action="store_true", help="start Locust's web UI instead of running headless")
     p.add_argument("--web-host", default="127.0.0.1", help="web UI bind address (default 127.0.0.1)")
     p.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
-    p.add_argument("--web-login", action="store_true", help="require Locust's web login")
+    p.add_argument("--web-login", action="store_true",
+                   help="require a login to the web UI: user $SELDON_LOAD_WEB_USER (default admin), "
+                        "password $SELDON_LOAD_WEB_PASSWORD")
     plugin = _PluginOptions(p)
     add_arguments(plugin)
     return plugin

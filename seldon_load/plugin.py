@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import uuid
 from time import perf_counter
 
@@ -170,6 +171,19 @@ class Session:
             runner.stop_users(dict(runner.user_classes_count))
         finally:
             env.stop_timeout = saved
+
+    def finish_in_flight(self) -> None:
+        """Before the last drain of a local run (also one stopped early): let the requests still out
+        finish within the drain timeout, or cancel them, so each one is recorded exactly once."""
+        engine = self.process.engine if self.process is not None else None
+        if engine is None:
+            return
+        deadline = perf_counter() + self.settings.drain_timeout_s
+        while engine.in_flight > 0 and perf_counter() < deadline:
+            gevent.sleep(0.05)
+        cancel = getattr(engine, "cancel", None)
+        if engine.in_flight > 0 and cancel is not None:
+            cancel(block=True)
 
     def flush_local(self) -> None:
         def run() -> None:
@@ -351,7 +365,8 @@ def _on_init(environment, **_kw) -> None:
     # `docker stop`, Kubernetes and `seldon-load run` end a master with SIGTERM, which a headless
     # Locust master running a shape only handles later (if at all): make it Ctrl-C, which stops the
     # test, writes the results and tells the workers to quit.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = session.load_settings()
         _scrub_failures(environment, settings.secrets)
@@ -518,9 +533,13 @@ def _on_test_stop(session: Session) -> None:
     if session.is_worker or session.controller is None or session.results is not None:
         return
     if not session.is_master and session.process is not None:
+        session.finish_in_flight()
         session.aggregate.merge(session.process.recorder.drain(), LOCAL)
-    if session.is_master and not session.controller.done and session.controller.t0 is not None:
-        _collect_finals_after_interrupt(session)
+    c = session.controller
+    if not c.done and c.t0 is not None:  # stopped before the plan's end: Ctrl-C, SIGTERM, the web UI
+        c.notes.append(f"interrupted at t={c.elapsed():.0f}s: the results cover the run until then")
+        if session.is_master:
+            _collect_finals_after_interrupt(session)
     from seldon_load.report.outputs import publish
 
     results = session.build()
@@ -535,7 +554,6 @@ def _collect_finals_after_interrupt(session: Session) -> None:
     """An interrupted distributed run (Ctrl-C, SIGTERM): ask every worker to stop its schedule and send
     what it measured, and wait for that (bounded by the drain timeout), so its last second is not lost."""
     c = session.controller
-    c.notes.append(f"interrupted at t={c.elapsed():.0f}s: the results cover the run until then")
     session.runner.send_message(FLUSH, {"test_id": session.test_id, "stop": True})
     deadline = perf_counter() + session.settings.drain_timeout_s + 3
     while not set(c.engine_ids) <= c.finals and perf_counter() < deadline:

@@ -99,6 +99,10 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
         gen_reasons.append(f"generator: send lag p99 {lag_p99:.1f} ms > {criteria.max_send_lag_ms:g} ms")
     if s.cpu_percent_max is not None and s.cpu_percent_max > criteria.max_cpu_percent:
         gen_reasons.append(f"generator: CPU {s.cpu_percent_max:.0f}% > {criteria.max_cpu_percent:g}%")
+    if open_loop and win.target_rps > 0 and s.scheduled and s.offered_rps < criteria.min_achieved_ratio * win.target_rps:
+        # the schedule itself fell short (a worker lost, or the generator behind): not the server
+        gen_reasons.append(f"generator: offered only {s.offered_rps:.1f} of {win.target_rps:g} rps "
+                           "(workers lost or generator behind)")
     row["generator_healthy"] = not gen_reasons
     if s.scheduled == 0:
         reasons.append("no requests in the measured window")

@@ -101,6 +101,7 @@ def verdict(r: dict[str, Any]) -> Verdict:
                              f"{fmt_num(gen.get('send_lag_p99_ms_max'))} ms.")
         v.details.append("Add generator capacity (--workers N, more machines) and run again.")
         v.details += warnings
+        v.details += _notes(r)
         return v
     if sat.get("inconclusive_reason"):
         v = Verdict("warn", f"Inconclusive: {sat['inconclusive_reason']}")
@@ -134,9 +135,13 @@ def verdict(r: dict[str, Any]) -> Verdict:
     else:
         v = Verdict("info", "No stage results")
     v.details += [f"Generator warning: {w}" for w in warnings]
-    notes = r.get("notes")
-    v.details += [f"Note: {n}" for n in notes if n] if isinstance(notes, list) else []
+    v.details += _notes(r)
     return v
+
+
+def _notes(r: dict[str, Any]) -> list[str]:
+    notes = r.get("notes")
+    return [f"Note: {n}" for n in notes if n] if isinstance(notes, list) else []
 
 
 def _ascii(s: str) -> str:

@@ -67,7 +67,6 @@ def test_planted_secrets_never_written(bad_server, tmp_path, protocol, workers):
     res = run.results
     assert_accounting(res)
     # the server did echo them: the scrubbing had something to do, and did it
-    examples = " ".join(x for e in res["errors"] for x in e["examples"])
     echoed = [x for e in res["errors"] for x in e["examples"] if "got headers" in x]
     assert echoed and all(x.count("***") >= 2 for x in echoed), echoed[:3]  # bearer, api key, basic
     assert all("Basic ***" in x for x in echoed)  # the URL's credentials still reached the server
@@ -236,3 +235,38 @@ def test_the_yaml_loader_used_for_specs_is_safe():
     from seldon_load.analyze import pipeline_spec
 
     assert issubclass(pipeline_spec._Loader, yaml.SafeLoader)
+
+
+# ---- TLS: a custom CA and client certificates, for REST and gRPC targets, end to end
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_tls_custom_ca_and_client_certificate(tmp_path, protocol):
+    from tests.faults.conftest import BadServer
+    from tests.integration.test_transport import TEST_CA_PEM, TEST_CERT_PEM, TEST_KEY_PEM
+
+    pki = {}
+    for name, text in (("ca", TEST_CA_PEM), ("cert", TEST_CERT_PEM), ("key", TEST_KEY_PEM)):
+        pki[name] = tmp_path / f"{name}.pem"
+        pki[name].write_text(text)
+    server = BadServer(*free_ports(2), ["--mode", "ok", "--tls-cert", str(pki["cert"]), "--tls-key",
+                                        str(pki["key"]), "--tls-client-ca", str(pki["ca"])]).start()
+    try:
+        host = (f"https://127.0.0.1:{server.rest_port}" if protocol == "rest"
+                else f"grpcs://127.0.0.1:{server.grpc_port}")
+        base = ["run", "--host", host, "--model", "m", "--stages", "20:0s:3s", *FAST]
+        mtls = ["--ca-file", str(pki["ca"]), "--cert-file", str(pki["cert"]), "--key-file", str(pki["key"])]
+        run = seldon_load([*base, *mtls], tmp_path / "ok", timeout_s=120)
+        assert run.code == 0, run.stderr[-3000:]
+        res = run.results
+        assert_accounting(res)
+        ok = sum(row["ok"] for row in res["timeline"])
+        assert ok == sum(row["offered_rps"] for row in res["timeline"]) == server.infer_count() > 0
+        # without the client certificate, or without the custom CA: refused before any load
+        for missing, args in (("client certificate", ["--ca-file", str(pki["ca"])]), ("CA", mtls[2:])):
+            bad = seldon_load([*base, *args], tmp_path / missing.replace(" ", "_"), timeout_s=60)
+            assert bad.code == 2, (missing, bad.stderr[-2000:])
+            assert len([ln for ln in bad.stderr.splitlines() if ln.startswith("seldon-load: error:")]) == 1
+        assert server.infer_count() == ok
+    finally:
+        server.stop()

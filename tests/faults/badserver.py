@@ -70,9 +70,9 @@ GRPC: dict[str, str | None] = {
     "hang": "grpc_DEADLINE_EXCEEDED",  # never answers: the client's deadline ends it
 }
 # what `mix` cycles through, request by request; `mix:a,b,c` cycles through a, b, c instead.
-# `reset`, `truncated_body` and `drip` (REST) and `hang` (gRPC) are left out: seldon-load
-# miscounts them today (see the xfail tests in test_server_faults.py).
-MISCOUNTED_REST = ("reset", "truncated_body", "drip")
+# `reset` and `truncated_body` (REST) and `hang` (gRPC) are left out: seldon-load miscounts
+# them today (see the xfail tests in test_server_faults.py).
+MISCOUNTED_REST = ("reset", "truncated_body")
 MIX_REST = [b for b in REST if b != "ok" and b not in MISCOUNTED_REST] + ["ok"] * 4
 MISCOUNTED_GRPC = ("hang",)
 MIX_GRPC = [b for b in GRPC if b != "ok" and b not in MISCOUNTED_GRPC] + ["ok"] * 4
@@ -357,6 +357,17 @@ def _silent(ports: list[int], stop: threading.Event) -> list[socket.socket]:
     return listeners
 
 
+def _tls_context(a: argparse.Namespace):
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(a.tls_cert, a.tls_key)
+    if a.tls_client_ca:
+        ctx.load_verify_locations(a.tls_client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rest-port", type=int, required=True)
@@ -366,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ok-after", type=float, default=None)
     p.add_argument("--message", default="injected fault")
     p.add_argument("--echo-headers", action="store_true")
+    p.add_argument("--tls-cert", help="serve TLS (REST and gRPC) with this certificate and --tls-key")
+    p.add_argument("--tls-key")
+    p.add_argument("--tls-client-ca", help="with --tls-cert: require a client certificate signed by this CA")
     a = p.parse_args(argv)
     state = State(a.mode, a.ok_first, a.ok_after, a.message, a.echo_headers)
     stop = threading.Event()
@@ -380,10 +394,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown mode {unknown}")
     rest = _RestServer(("127.0.0.1", a.rest_port), make_rest_handler(state))
+    if a.tls_cert:
+        rest.socket = _tls_context(a).wrap_socket(rest.socket, server_side=True)
     threading.Thread(target=rest.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     server = grpc.server(ThreadPoolExecutor(max_workers=128), handlers=[make_grpc_handler(state)],
                          options=[("grpc.so_reuseport", 1)])
-    server.add_insecure_port(f"127.0.0.1:{a.grpc_port}")
+    if a.tls_cert:
+        with open(a.tls_key, "rb") as k, open(a.tls_cert, "rb") as c:
+            key_cert = (k.read(), c.read())
+        client_ca = open(a.tls_client_ca, "rb").read() if a.tls_client_ca else None  # noqa: SIM115
+        creds = grpc.ssl_server_credentials([key_cert], root_certificates=client_ca,
+                                            require_client_auth=client_ca is not None)
+        server.add_secure_port(f"127.0.0.1:{a.grpc_port}", creds)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{a.grpc_port}")
     server.start()
     print("READY", flush=True)
     stop.wait(600)

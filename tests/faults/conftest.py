@@ -110,7 +110,16 @@ class BadServer:
 
     def stats(self) -> dict[str, int]:
         """Answers the server completed, by ``protocol:behaviour``."""
-        with urllib.request.urlopen(f"{self.rest_url}/_stats", timeout=5) as r:
+        if "--tls-cert" not in self.args:
+            with urllib.request.urlopen(f"{self.rest_url}/_stats", timeout=5) as r:
+                return json.loads(r.read())
+        import ssl
+
+        opt = dict(zip(self.args, self.args[1:], strict=False))
+        ctx = ssl.create_default_context(cafile=opt.get("--tls-client-ca"))
+        ctx.load_cert_chain(opt["--tls-cert"], opt["--tls-key"])  # doubles as the client certificate
+        url = f"https://127.0.0.1:{self.rest_port}/_stats"
+        with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
             return json.loads(r.read())
 
     def infer_count(self, protocol: str | None = None) -> int:
