@@ -35,9 +35,9 @@ WINDOW_S = 20.0
 HOLD_S = 22
 ACCURACY_RATES = (50, 200, 400)
 CAPACITY_RPS = 200.0  # synth-5ms in wait mode serves exactly 1000 / 5 ms
-STAIRS = {"rest": (6000, 9000, 12000, 15000, 18000), "grpc": (3000, 5000, 7000, 9000, 11000)}
+STAIRS = {"rest": (6000, 10000, 14000, 18000), "grpc": (4000, 7000, 10000, 13000)}
 SIDE_BY_SIDE_RPS = 200  # latency agreement: ours and k6 at this rate each, at the same time
-OVERLOAD_RPS = 30000
+OVERLOAD_RPS = 60000
 LIMITS = {"cpu_rest": 0.5, "cpu_grpc": 0.7, "accuracy": 0.01, "send_lag_ms": 2.0, "scale_out": 1.8,
           "latency_rel": 0.05, "latency_abs_ms": 0.3, "record_ns": 2000.0, "saturation_s": 180.0,
           "saturation_rel": 0.05, "max_rate_lag_ms": 5.0}
@@ -184,7 +184,7 @@ def fig_latency(ctx: Context, protocol: str) -> dict[str, Any]:
     host = tb.rest_url if protocol == "rest" else tb.grpc_target
     rest_payload, grpc_payload = ctx.payloads
     runs, cmd_used = [], ""
-    hold_s = 15
+    hold_s = 12
     for i in range(ctx.runs if ctx.k6 else 0):
         out = ctx.tmp / f"latency-{protocol}-{i}"
         cmd = hx.seldon_load_cmd(host, model, protocol, f"{SIDE_BY_SIDE_RPS}:0s:{hold_s}s", 1, out,
@@ -231,7 +231,7 @@ def fig_accuracy(ctx: Context) -> dict[str, Any]:
     for i in range(ctx.runs):
         out = ctx.tmp / f"accuracy-{i}"
         cmd = hx.seldon_load_cmd(tb.rest_url, "synth-1ms", "rest", stages, 1, out,
-                                 ["--payload", str(ctx.payloads[0])])
+                                 ["--payload", str(ctx.payloads[0]), "--settle", "1s"])
         cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
         run = hx.run_ours(cmd)
         row = {}
@@ -358,8 +358,8 @@ def fig_saturation(ctx: Context) -> dict[str, Any]:
     """Wall time of ``--auto`` against synth-5ms (capacity exactly 200 rps, serialised wait)."""
     tb = ctx.testbed
     runs, cmd_used = [], ""
-    extra = ["--auto", "--max-rps", "1000", "--auto-start-rps", "100", "--auto-hold", "5s",
-             "--auto-narrow-hold", "5s"]
+    extra = ["--auto", "--max-rps", "1000", "--auto-start-rps", "100", "--auto-hold", "6s",
+             "--auto-narrow-hold", "6s"]
     for i in range(ctx.runs):
         out = ctx.tmp / f"auto-{i}"
         cmd = hx.seldon_load_cmd(tb.rest_url, "synth-5ms", "rest", "", 1, out, extra)

@@ -100,15 +100,17 @@ class _TimerFd:
             gevent.sleep(max(0.0, due - perf_counter()))
             return
         watcher = self._watcher
-        watcher.start(getcurrent().switch)
-        try:
-            self._hub.switch()
-        finally:
-            watcher.stop()
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
+        while True:
+            watcher.start(getcurrent().switch)
+            try:
+                self._hub.switch()
+            finally:
+                watcher.stop()
+            try:
+                os.read(self.fd, 8)
+                return
+            except BlockingIOError:
+                continue  # woken by something else: the timer is still armed, wait on
 
     def close(self) -> None:
         self._watcher.close()
@@ -158,7 +160,7 @@ class PlanClock:
         i = self._i
         starts, ends = self._starts, self._ends
         if n <= starts[i]:
-            i = bisect_left(ends, n)  # went backwards (a resync): first segment reaching n
+            i = min(bisect_left(ends, n), len(ends) - 1)  # went back (a resync): first segment reaching n
         else:
             while ends[i] < n and i + 1 < len(ends):
                 i += 1
@@ -329,17 +331,22 @@ class OpenLoopEngine:
         for g in idle:
             run_callback(g.switch, None)
 
-    def _worker(self, due: float | None) -> None:
+    def _worker(self, due: float) -> None:
         """A request greenlet that, once done, parks in the hub until handed the next one."""
         idle = self._workers
         switch_out = self._hub.switch
         one = self._one
-        while due is not None:
+        me = getcurrent()
+        while True:
             one(due)
             if self._stop:
                 return  # no more arrivals will come
-            idle.append(getcurrent())
+            idle.append(me)
             due = switch_out()
+            while due.__class__ is not float:  # None: retire; anything else: a stray wake-up
+                if due is None:
+                    return
+                due = switch_out()
 
     def _finished(self) -> bool:
         """Take this greenlet off the books; False if ``cancel`` already accounted for it."""
