@@ -561,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     res = run_quick(args) if args.quick else run_full(args)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2, default=str))
+        text = json.dumps(res, indent=2, default=str)  # no absolute paths of this machine in the file
+        text = text.replace(str(hx.ROOT), ".").replace(tempfile.gettempdir(), "$TMP")
+        Path(args.out).write_text(text)
     print(summary(res))
     return 0
 
