@@ -539,8 +539,11 @@ class H2Client:
             conn.cancel_stream(stream)
             raise
         finally:
-            timer.stop()
-            timers.append(timer)
+            if timer.active:  # not fired: safe to re-arm for the next call
+                timer.stop()
+                timers.append(timer)
+            else:  # a fired one-shot timer is not re-armed correctly by start(): drop it
+                timer.close()
         return stream.result
 
     def _expire(self, conn: H2Connection, stream: _Stream) -> None:

@@ -128,8 +128,6 @@ def test_reset_and_cut_answers_are_counted_and_not_resent(bad_server, tmp_path):
     assert error_kinds(res).get("invalid_response") == stats.get("rest:truncated_body")
 
 
-@pytest.mark.xfail(strict=True, reason="transport/h2.py H2Client.call reuses a deadline timer that has fired: every "
-                                       "later call then 'expires' at once, as DEADLINE_EXCEEDED, without an answer")
 def test_grpc_calls_after_a_deadline_still_reach_the_server(bad_server, tmp_path):
     server = bad_server("--mode", "mix:hang,ok,ok,ok")
     run = seldon_load(["run", "--host", server.grpc_target, "--model", "m", "--stages", STAGES, *FAST],
