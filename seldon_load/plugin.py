@@ -500,6 +500,8 @@ def _on_final(session: Session, msg) -> None:
 
 def _on_report_to_master(session: Session, data: dict) -> None:
     if session.process is not None:
+        if session.process.stats_feed is not None:
+            session.process.stats_feed.flush()
         data["seldon_load"] = session.process.recorder.drain()
 
 

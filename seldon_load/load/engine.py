@@ -21,10 +21,12 @@ from time import perf_counter
 import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
+from gevent.monkey import get_original
 from greenlet import getcurrent, greenlet
 
 from seldon_load.load.arrivals import UNIFORM, Arrivals
 from seldon_load.load.plan import RatePlan
+from seldon_load.transport.deferred import ReadBatcher
 from seldon_load.transport.outcome import CANCELLED, Outcome
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.05
 _YIELD_EVERY = 16
 _KILL_WAIT_S = 5.0
+HUB_EVERY_S = 0.010  # the hub runs at least this often while the engine sleeps without it
+BLOCK_MAX_S = 0.010  # longer sleeps go through the hub
+_block = get_original("time", "sleep")  # a plain clock_nanosleep, not gevent's
 COALESCE_S = 0.001  # arrivals closer than this share one wake-up (bounds send lag, saves CPU)
 
 
@@ -132,7 +137,7 @@ class PlanClock:
     a good part of the per-request work. Results are bit-identical to ``RatePlan.time_of``
     (same float operations); a plan that grew or was replaced is picked up by ``sync``."""
 
-    __slots__ = ("plan", "_n_segments", "_starts", "_ends", "_total", "_i")
+    __slots__ = ("plan", "_n_segments", "_starts", "_ends", "_total", "_i", "_flat")
 
     def __init__(self, plan: RatePlan) -> None:
         self.plan = plan
@@ -144,12 +149,15 @@ class PlanClock:
         if plan is self.plan and len(plan.segments) == self._n_segments:
             return
         self.plan = plan
-        starts, ends, cum = [], [], 0.0
+        starts, ends, flat, cum = [], [], [], 0.0
         for seg in plan.segments:
             starts.append(cum)
             cum = cum + seg.count(seg.end_s)
             ends.append(cum)
-        self._starts, self._ends = starts, ends
+            slope = (seg.rate_to - seg.rate_from) / seg.duration_s if seg.duration_s > 0 else 0.0
+            # (start, rate, end) of a constant-rate segment: its time_of is start + n / rate
+            flat.append((seg.start_s, seg.rate_from, seg.end_s) if slope == 0.0 else None)
+        self._starts, self._ends, self._flat = starts, ends, flat
         self._total = ends[-1] if ends else 0.0
         self._n_segments = len(plan.segments)
         self._i = 0
@@ -165,6 +173,10 @@ class PlanClock:
             while ends[i] < n and i + 1 < len(ends):
                 i += 1
         self._i = i
+        flat = self._flat[i]
+        if flat is not None:
+            t = flat[0] + (n - starts[i]) / flat[1]
+            return t if t < flat[2] else flat[2]
         seg = self.plan.segments[i]
         return min(seg.time_of(n - starts[i]), seg.end_s)
 
@@ -187,6 +199,8 @@ class OpenLoopEngine:
         max_in_flight: int = 1000,
         drain_timeout_s: float = 10.0,
         on_result: Callable[[float, float, float, Outcome], None] | None = None,
+        batcher: ReadBatcher | None = None,
+        start: Callable[[tuple[float, float]], bool] | None = None,
     ) -> None:
         self.send = send
         self.name = name
@@ -195,6 +209,11 @@ class OpenLoopEngine:
         self.max_in_flight = max_in_flight
         self.drain_timeout_s = drain_timeout_s
         self.on_result = on_result
+        self.batcher = batcher
+        self.start = start if batcher is not None else None
+        if batcher is not None:
+            batcher.on_done = self._inline_done
+            batcher.on_handoff = self._adopt
         self.in_flight = 0
         self.max_seen_in_flight = 0
         self.sent = 0
@@ -210,7 +229,7 @@ class OpenLoopEngine:
     @property
     def outstanding(self) -> int:
         """Requests sent and not yet answered (nor cancelled)."""
-        return len(self._out)
+        return len(self._out) + (len(self.batcher.inline) if self.batcher is not None else 0)
 
     def stop(self) -> None:
         """No new arrivals; requests in flight still complete and are recorded."""
@@ -227,11 +246,15 @@ class OpenLoopEngine:
         run_callback = hub.loop.run_callback
         clock = PlanClock(sched.plan)
         timer = _precise_sleeper(hub)
+        if self.batcher is not None:
+            self.batcher.start()
         try:
             self._loop(sched, clock, timer, run_callback)
         finally:
             if timer is not None:
                 timer.close()
+            if self.batcher is not None:
+                self.batcher.stop()
         if self._stop:
             return  # stopped from outside (user moved to another worker): answers still land
         self.drain()
@@ -241,8 +264,10 @@ class OpenLoopEngine:
         next_count: float | None = None
         last_count: float | None = None
         since_yield = 0
-        last_wake = 0.0
+        last_wake = last_hub = 0.0
         record_drop = self.recorder.dropped
+        tick = self.batcher.tick if self.batcher is not None else None
+        send_inline = self.start
         hub = self._hub
         worker, out, idle = self._worker, self._out, self._workers
         while not self._stop:
@@ -261,6 +286,8 @@ class OpenLoopEngine:
             if t_rel is None:
                 if plan.final:
                     break
+                if tick is not None:
+                    tick(perf_counter() + _POLL_S)
                 gevent.sleep(_POLL_S)
                 continue
             last_count, next_count = next_count, None
@@ -271,7 +298,21 @@ class OpenLoopEngine:
                     # dense arrivals share a wake-up: at most one per COALESCE_S, so each is
                     # late by less than that; sparse ones are woken for on time
                     wake = due if due - last_wake >= COALESCE_S else last_wake + COALESCE_S
-                    timer.sleep_until(wake)
+                    if tick is not None:
+                        tick(wake)  # answers that came in since the last wake-up are read in this one
+                    if tick is not None and not out and wait <= BLOCK_MAX_S and self.batcher.idle_waiters:
+                        # every request out is inline (read from ticks, nothing waits on the hub):
+                        # sleep without the hub's loop iteration, timerfd and libev wake-up; the
+                        # hub still runs at least every HUB_EVERY_S for Locust's greenlets
+                        if wake - last_hub >= HUB_EVERY_S:
+                            last_hub = wake
+                            gevent.sleep(0)
+                        rest = wake - perf_counter()
+                        if rest > 0:
+                            _block(rest)
+                    else:
+                        timer.sleep_until(wake)
+                        last_hub = wake
                     last_wake = wake
                 else:
                     gevent.sleep(wait)
@@ -286,14 +327,16 @@ class OpenLoopEngine:
                 if self.in_flight > self.max_seen_in_flight:
                     self.max_seen_in_flight = self.in_flight
                 self.sent += 1
-                g = idle.pop() if idle else greenlet(worker, hub)
-                out[g] = due
-                if len(out) == 1:
-                    self._idle.clear()
-                run_callback(g.switch, due)
+                self._idle.clear()
+                if send_inline is None or not send_inline((due, perf_counter())):
+                    g = idle.pop() if idle else greenlet(worker, hub)
+                    out[g] = due
+                    run_callback(g.switch, due)
             since_yield += 1
             if since_yield >= _YIELD_EVERY:
                 since_yield = 0
+                if tick is not None:
+                    tick(perf_counter())
                 gevent.sleep(0)
 
     def drain(self) -> None:
@@ -308,6 +351,8 @@ class OpenLoopEngine:
 
     def cancel(self, block: bool = True) -> None:
         """End every request still out; each is recorded as cancelled (once)."""
+        if self.batcher is not None:
+            self.batcher.release()  # inline requests move to greenlets, which can be cancelled
         pending = list(self._out)
         run_callback = get_hub().loop.run_callback
         for g in pending:
@@ -331,22 +376,46 @@ class OpenLoopEngine:
         for g in idle:
             run_callback(g.switch, None)
 
-    def _worker(self, due: float) -> None:
-        """A request greenlet that, once done, parks in the hub until handed the next one."""
+    def _worker(self, job: float | tuple) -> None:
+        """A request greenlet that, once done, parks in the hub until handed the next job:
+        an intended time (send a request) or ``(intended, sent, fn, args)`` (finish one that
+        was started inline)."""
         idle = self._workers
         switch_out = self._hub.switch
         one = self._one
         me = getcurrent()
         while True:
-            one(due)
+            if job.__class__ is float:
+                one(job)
+            else:
+                one(job[0], *job[1:])
             if self._stop:
                 return  # no more arrivals will come
             idle.append(me)
-            due = switch_out()
-            while due.__class__ is not float:  # None: retire; anything else: a stray wake-up
-                if due is None:
+            job = switch_out()
+            while job.__class__ is not float and job.__class__ is not tuple:  # None: retire
+                if job is None:
                     return
-                due = switch_out()
+                job = switch_out()
+
+    def _adopt(self, token: tuple[float, float], fn: Callable[..., Outcome], *args) -> None:
+        """An inline request goes on in a request greenlet (its count moves with it)."""
+        due, sent = token
+        g = self._workers.pop() if self._workers else greenlet(self._worker, self._hub)
+        self._out[g] = due
+        self._hub.loop.run_callback(g.switch, (due, sent, fn, args))
+
+    def _inline_done(self, token: tuple[float, float], out: Outcome, done: float) -> None:
+        due, sent = token
+        received = out.received_at
+        if received is not None and sent <= received < done:
+            done = received
+        self.in_flight -= 1
+        if not self._out and not self.batcher.inline:
+            self._idle.set()
+        self.recorder.record(self.name, due, sent, done, out.error_kind, out.message)
+        if self.on_result is not None:
+            self.on_result(due, sent, done, out)
 
     def _finished(self) -> bool:
         """Take this greenlet off the books; False if ``cancel`` already accounted for it."""
@@ -354,14 +423,16 @@ class OpenLoopEngine:
         if out.pop(getcurrent(), None) is None:
             return False
         self.in_flight -= 1
-        if not out:
+        if not out and not (self.batcher is not None and self.batcher.inline):
             self._idle.set()
         return True
 
-    def _one(self, due: float) -> None:
-        sent = perf_counter()
+    def _one(self, due: float, sent: float | None = None, fn: Callable[..., Outcome] | None = None,
+             args: tuple = ()) -> None:
+        if sent is None:
+            sent = perf_counter()
         try:
-            out = self.send()
+            out = self.send() if fn is None else fn(*args)
         except gevent.GreenletExit:
             if self._finished():
                 self.recorder.record(self.name, due, sent, perf_counter(), CANCELLED,
@@ -370,6 +441,9 @@ class OpenLoopEngine:
         except Exception as exc:  # a transport bug must not kill the schedule
             out = Outcome(False, "client_error", f"{type(exc).__name__}: {exc}"[:200])
         done = perf_counter()
+        received = out.received_at
+        if received is not None and sent <= received < done:
+            done = received  # when the answer arrived, not when this greenlet got round to it
         if not self._finished():
             return
         self.recorder.record(self.name, due, sent, done, out.error_kind, out.message)

@@ -28,12 +28,15 @@ TLS_ERROR = "tls_error"
 
 @dataclass(slots=True)
 class Outcome:
-    """Result of one inference call; ``ok`` False carries an error kind and a message."""
+    """Result of one inference call; ``ok`` False carries an error kind and a message.
+    ``received_at`` is when the answer's last bytes reached this machine (the kernel's
+    receive stamp, on ``perf_counter``'s clock) where the transport knows it."""
 
     ok: bool
     error_kind: str | None = None
     message: str | None = None
     response_bytes: int = 0
+    received_at: float | None = None
 
 
 OK = Outcome(True)

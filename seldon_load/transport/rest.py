@@ -24,6 +24,7 @@ import itertools
 import re
 import secrets
 from collections import deque
+from time import perf_counter
 from typing import Any
 
 import gevent
@@ -39,6 +40,7 @@ from seldon_load.oip.json_codec import OIPServerError, shorten
 from seldon_load.oip.target import Target
 from seldon_load.oip.types import EncodedRequest, InferResponse
 from seldon_load.transport import outcome as oc
+from seldon_load.transport.deferred import ANC_BYTES, enable_rx_stamps, rx_stamp
 from seldon_load.transport.outcome import Outcome
 from seldon_load.transport.tls import TlsConfig
 
@@ -52,7 +54,7 @@ _HEADER_LENGTH_KEY = b"\r\n" + json_codec.HEADER_LENGTH.lower().encode() + b":"
 _CONTENT_LENGTH_KEY = b"\r\ncontent-length:"
 _TRANSFER_ENCODING_KEY = b"\r\ntransfer-encoding:"
 _CONNECTION_KEY = b"\r\nconnection:"
-_RETRYABLE_ERRNO = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+_PEEK_AFTER_S = 0.5  # a connection idle longer than this is checked before reuse
 
 
 class ConnectTimeout(TimeoutError):
@@ -74,13 +76,14 @@ class ConnectionClosed(ConnectionResetError):
 class _Conn:
     """One kept-alive connection and its receive buffer; I/O through gevent's socket (TLS)."""
 
-    __slots__ = ("sock", "buf", "view", "used")
+    __slots__ = ("sock", "buf", "view", "used", "rx_at")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.buf = bytearray(_BUFFER_BYTES)
         self.view = memoryview(self.buf)
         self.used = False  # has answered a request before (a stale keep-alive may be retried)
+        self.rx_at: float | None = None  # the kernel's receive time of the last bytes read
 
     def sendall(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -98,20 +101,31 @@ class _Conn:
 class _PlainConn(_Conn):
     """A cleartext connection driven directly: a non-blocking OS socket, one read and one
     write watcher and one timeout timer made once, so a wait costs no allocation and the
-    first read after a request waits for readability instead of failing with EAGAIN."""
+    first read after a request waits for readability instead of failing with EAGAIN.
+    Received data carries the kernel's receive time (``rx_at``); with a ``ReadBatcher`` the
+    wait for an answer is parked until the load loop's next wake-up (transport.deferred)."""
 
-    __slots__ = ("_hub", "_read", "_write", "_timer", "_timeout", "_sent")
+    __slots__ = ("_hub", "_read", "_write", "_timer", "_timeout", "_sent", "fd", "_batcher", "_stamps",
+                 "nowait", "have", "idle_since")
 
-    def __init__(self, sock: Any, hub: Any, timeout_s: float) -> None:
+    def __init__(self, sock: Any, hub: Any, timeout_s: float, batcher: Any = None, owner: Any = None) -> None:
         super().__init__(sock)
         sock.setblocking(False)
         loop = hub.loop
         self._hub = hub
-        self._read = loop.io(sock.fileno(), 1)
-        self._write = loop.io(sock.fileno(), 2)
+        self.fd = fd = sock.fileno()
+        self._read = loop.io(fd, 1)
+        self._write = loop.io(fd, 2)
         self._timer = loop.timer(timeout_s)
         self._timeout = timeout_s
         self._sent = False
+        self.nowait = False  # read by the load loop: never wait, raise _NeedMore instead
+        self.have = 0  # answer bytes already in the buffer (inline requests)
+        self.idle_since = 0.0
+        self._stamps = enable_rx_stamps(sock)
+        self._batcher = batcher
+        if batcher is not None:
+            batcher.watch(fd, owner)
 
     def _wait(self, watcher: Any) -> None:
         g = getcurrent()
@@ -124,11 +138,25 @@ class _PlainConn(_Conn):
             watcher.stop()
             timer.stop()
 
+    def _wait_readable(self) -> None:
+        batcher = self._batcher
+        if batcher is not None and batcher.parking():
+            timer = self._timer
+            timer.start(self._expired, getcurrent())
+            try:
+                ready = batcher.park(self.fd)
+            finally:
+                timer.stop()
+            if ready:
+                return
+        self._wait(self._read)
+
     def _expired(self, g: Any) -> None:
         g.throw(TimeoutError(f"timed out after {self._timeout:g} s"))
 
     def sendall(self, data: bytes) -> None:
         sock = self.sock
+        self.rx_at = None
         try:
             sent = sock.send(data)
         except BlockingIOError:
@@ -144,22 +172,41 @@ class _PlainConn(_Conn):
         self._sent = True
 
     def recv_into(self, view: memoryview) -> int:
+        if self.nowait:
+            raise _NeedMore()
         sock = self.sock
         if self._sent:  # the answer cannot be there yet: wait first
             self._sent = False
-            self._wait(self._read)
+            self._wait_readable()
         while True:
             try:
-                return sock.recv_into(view)
+                if not self._stamps:
+                    return sock.recv_into(view)
+                n, anc, _flags, _addr = sock.recvmsg_into((view,), ANC_BYTES)
+                if anc:
+                    self.rx_at = rx_stamp(anc)
+                return n
             except BlockingIOError:
-                self._wait(self._read)
+                self._wait_readable()
 
     def recv(self, size: int) -> bytes:
         buf = bytearray(size)
         n = self.recv_into(memoryview(buf))
         return bytes(buf[:n])
 
+    def closed_by_peer(self) -> bool:
+        """Whether an idle kept-alive connection was closed (or spoken on) by the server: a
+        request written to it would be lost or answered by something else."""
+        try:
+            return self.sock.recv(1, _socket.MSG_PEEK) is not None
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.forget(self.fd)
         self._read.close()
         self._write.close()
         self._timer.close()
@@ -169,14 +216,21 @@ class _PlainConn(_Conn):
 class _Answer:
     """Status, the one header OIP needs, and the body of one response."""
 
-    __slots__ = ("status", "reason", "header_length", "body", "keep_alive")
+    __slots__ = ("status", "head", "header_length", "body", "keep_alive", "received_at")
 
-    def __init__(self, status: int, reason: str, header_length: str | None, body: bytes, keep_alive: bool) -> None:
+    def __init__(self, status: int, head: bytes, header_length: str | None, body: bytes, keep_alive: bool) -> None:
         self.status = status
-        self.reason = reason
+        self.head = head  # the status line and headers, undecoded
         self.header_length = header_length
         self.body = body
         self.keep_alive = keep_alive
+        self.received_at: float | None = None  # the kernel's receive time of its last bytes
+
+    @property
+    def reason(self) -> str:
+        head = self.head
+        line_end = head.find(b"\r\n")
+        return head[13 : line_end if line_end >= 0 else len(head)].decode("latin-1")
 
     # the names geventhttpclient's response had, for callers of _call
     @property
@@ -278,6 +332,12 @@ class RestClient:
         self._infer_start = self._start("POST", target.infer_path)
         self._extra: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._prebuilt: dict[int, tuple[EncodedRequest, bytes, bytes | None]] = {}
+        self._batcher: Any = None
+        self._checker = json_codec.ResponseChecker()
+
+    def defer_reads(self, batcher: Any) -> None:
+        """Park answer waits on ``batcher`` (a transport.deferred.ReadBatcher) from now on."""
+        self._batcher = batcher
 
     def _start(self, method: str, path: str) -> bytes:
         return f"{method} {path} HTTP/1.1\r\n".encode() + self._headers + b"x-request-id: " + self._rid_prefix
@@ -324,14 +384,19 @@ class RestClient:
         except BaseException:
             sock.close()
             raise
-        return _PlainConn(raw, self._hub, self.timeout_s)
+        return _PlainConn(raw, self._hub, self.timeout_s, self._batcher, self)
 
     def _acquire(self) -> _Conn | None:
         """An idle connection, a new one while the pool has room, else wait for one.
         None when the client was closed meanwhile."""
         while True:
             if self._idle:
-                return self._idle.pop()
+                conn = self._idle.pop()
+                if conn.used and isinstance(conn, _PlainConn) and perf_counter() - conn.idle_since > _PEEK_AFTER_S \
+                        and conn.closed_by_peer():
+                    self._drop(conn)  # the server's idle timeout closed it: never write a request to it
+                    continue
+                return conn
             if self._open < self._size:
                 self._open += 1
                 try:
@@ -357,6 +422,8 @@ class RestClient:
             self._open -= 1
             return
         conn.used = True
+        if isinstance(conn, _PlainConn):
+            conn.idle_since = perf_counter()
         if self._waiters:
             get_hub().loop.run_callback(self._waiters.popleft().switch, conn)
         else:
@@ -373,20 +440,20 @@ class RestClient:
 
     # ------------------------------------------------------------------ wire
 
-    def _read_answer(self, conn: _Conn) -> _Answer:
-        """One response from ``conn`` (no pipelining: nothing else is in flight on it)."""
+    def _read_answer(self, conn: _Conn, have: int = 0) -> _Answer:
+        """One response from ``conn`` (no pipelining: nothing else is in flight on it), whose
+        first ``have`` bytes are already in its buffer."""
         buf, view = conn.buf, conn.view
         recv_into = conn.recv_into
-        have = 0
         while True:
-            n = recv_into(view[have:]) if have < _BUFFER_BYTES else 0
-            if n == 0:
-                if have >= _BUFFER_BYTES:
-                    raise HTTPProtocolError(f"response head larger than {_MAX_HEAD_BYTES} bytes")
-                raise ConnectionClosed(before_answer=have == 0)
-            have += n
-            end = buf.find(b"\r\n\r\n", 0, have)
+            end = buf.find(b"\r\n\r\n", 0, have) if have else -1
             if end < 0:
+                n = recv_into(view[have:]) if have < _BUFFER_BYTES else 0
+                if n == 0:
+                    if have >= _BUFFER_BYTES:
+                        raise HTTPProtocolError(f"response head larger than {_MAX_HEAD_BYTES} bytes")
+                    raise ConnectionClosed(before_answer=have == 0)
+                have += n
                 continue
             head = bytes(view[:end])
             if not head.startswith(b"HTTP/1.") or len(head) < 12 or head[12:13] not in (b" ", b"\r", b""):
@@ -401,26 +468,30 @@ class RestClient:
                 have -= start
                 continue
             break
-        line_end = head.find(b"\r\n")
-        reason_phrase = head[13 : line_end if line_end >= 0 else len(head)].decode("latin-1")
+        reason_phrase = head  # the reason phrase is only read for failures (_Answer.reason)
         low = head.lower()
         header_length = _header_value(low, head, _HEADER_LENGTH_KEY) if b"inference-" in low else None
-        connection = _header_value(low, head, _CONNECTION_KEY)
-        keep_alive = not (connection is not None and "close" in connection.lower()) and head[7:8] == b"1"
-        transfer = _header_value(low, head, _TRANSFER_ENCODING_KEY)
+        keep_alive = head[7:8] == b"1"
+        if _CONNECTION_KEY in low:
+            connection = _header_value(low, head, _CONNECTION_KEY)
+            keep_alive = keep_alive and not (connection is not None and "close" in connection.lower())
+        transfer = _header_value(low, head, _TRANSFER_ENCODING_KEY) if _TRANSFER_ENCODING_KEY in low else None
         if transfer is not None and "chunked" in transfer.lower():
             body = self._read_chunked(conn, bytes(view[start:have]))
             return _Answer(status, reason_phrase, header_length, body, keep_alive)
-        length_text = _header_value(low, head, _CONTENT_LENGTH_KEY)
-        if length_text is None:
+        i = low.find(_CONTENT_LENGTH_KEY)
+        if i < 0:
             if status in (204, 304):
                 return _Answer(status, reason_phrase, header_length, b"", keep_alive)
             body = self._read_to_close(conn, bytes(view[start:have]))  # no length: the body ends with the connection
             return _Answer(status, reason_phrase, header_length, body, False)
+        i += len(_CONTENT_LENGTH_KEY)
+        j = low.find(b"\r\n", i)
+        length_text = head[i : j if j >= 0 else len(head)]
         try:
-            length = int(length_text)
+            length = int(length_text)  # int() takes ASCII digits in bytes, blanks around them too
         except ValueError:
-            raise HTTPProtocolError(f"invalid Content-Length {length_text[:20]!r}") from None
+            raise HTTPProtocolError(f"invalid Content-Length {length_text.decode('latin-1')[:20]!r}") from None
         if length < 0:
             raise HTTPProtocolError(f"invalid Content-Length {length}")
         need = start + length
@@ -482,37 +553,30 @@ class RestClient:
             parts.append(more)
 
     def _exchange(self, first: bytes, second: bytes | None) -> _Answer:
-        """Send one request on a pooled connection and read its answer; retry once when a
-        kept-alive connection turns out closed before any answer (the server's idle timeout
-        won the race)."""
-        for attempt in (0, 1):
-            conn = self._acquire()
-            if conn is None:
-                raise _Closed()
-            try:
-                conn.sendall(first)
-                if second is not None:
-                    conn.sendall(second)
-                answer = self._read_answer(conn)
-            except ConnectionClosed as exc:
-                self._drop(conn)
-                if attempt == 0 and exc.before_answer and conn.used:
-                    continue
-                raise
-            except OSError as exc:
-                self._drop(conn)
-                if attempt == 0 and conn.used and exc.errno in _RETRYABLE_ERRNO:
-                    continue
-                raise
-            except BaseException:
-                self._drop(conn)
-                raise
-            if answer.keep_alive:
-                self._release(conn)
-            else:
-                self._drop(conn)
-            return answer
-        raise AssertionError("unreachable")
+        """Send one request on a pooled connection and read its answer. A request is never
+        sent twice: once written, a reset or a cut answer is the request's outcome (the
+        server may have run the inference). Connections the server closed while idle are
+        left out before anything is written (``_acquire``)."""
+        conn = self._acquire()
+        if conn is None:
+            raise _Closed()
+        try:
+            conn.sendall(first)
+            if second is not None:
+                conn.sendall(second)
+            answer = self._read_answer(conn)
+            answer.received_at = conn.rx_at
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._settle(conn, answer)
+        return answer
+
+    def _settle(self, conn: _Conn, answer: _Answer) -> None:
+        if answer.keep_alive:
+            self._release(conn)
+        else:
+            self._drop(conn)
 
     def _failure(self, exc: BaseException) -> Outcome:
         if self._closed or isinstance(exc, _Closed):
@@ -534,19 +598,138 @@ class RestClient:
             answer = self._exchange(b"%s%x%s" % (self._infer_start, self._counter(), entry[1]), entry[2])
         except (OSError, HTTPProtocolError, _Closed) as exc:
             return self._failure(exc)
+        return self._outcome(answer)
+
+    def _outcome(self, answer: _Answer) -> Outcome:
         data = answer.body
         status = answer.status
         if 200 <= status < 300:
             if not self.validate:
-                return Outcome(True, None, None, len(data))
+                return Outcome(True, None, None, len(data), answer.received_at)
             try:
-                json_codec.check_response(data, _header_length(answer))
+                self._checker.check(data, None if answer.header_length is None else _header_length(answer))
             except OIPServerError as exc:
-                return Outcome(False, oc.OIP_ERROR, str(exc), len(data))
+                return Outcome(False, oc.OIP_ERROR, str(exc), len(data), answer.received_at)
             except OIPError as exc:
-                return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)), len(data))
-            return Outcome(True, None, None, len(data))
-        return Outcome(False, oc.http_kind(status), _status_message(answer, data), len(data))
+                return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)), len(data), answer.received_at)
+            return Outcome(True, None, None, len(data), answer.received_at)
+        return Outcome(False, oc.http_kind(status), _status_message(answer, data), len(data), answer.received_at)
+
+    # ------------------------------------------------------------------ inline (load loop)
+
+    def start(self, req: EncodedRequest, token: Any) -> bool:
+        """Send ``req`` now from the caller's greenlet (the open-loop engine) on an idle
+        kept-alive connection, without waiting: the answer is read by the ReadBatcher's
+        ``tick``, which reports ``(token, outcome)`` to its ``on_done``. False when this
+        path does not apply (no batcher running, no idle cleartext connection, a large
+        body); nothing was sent then and the caller uses ``infer``."""
+        batcher, idle = self._batcher, self._idle
+        if batcher is None or not batcher.active or not idle or self._closed:
+            return False
+        conn = idle[-1]
+        if conn.__class__ is not _PlainConn:
+            return False
+        entry = self._prebuilt.get(id(req))
+        if entry is None or entry[0] is not req:
+            entry = self._prebuild(req)
+        if entry[2] is not None:
+            return False
+        idle.pop()
+        if conn.idle_since and perf_counter() - conn.idle_since > _PEEK_AFTER_S and conn.closed_by_peer():
+            self._drop(conn)
+            return False
+        data = b"%s%x%s" % (self._infer_start, self._counter(), entry[1])
+        conn.rx_at = None
+        conn.have = 0
+        try:
+            n = conn.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._drop(conn)  # nothing was written: the caller sends it on a new connection
+            return False
+        if n < len(data):  # the socket buffer is full (rare): finish in a greenlet
+            conn._sent = n > 0
+            batcher.hand_over(token, self._finish_send, conn, data[n:])
+            return True
+        batcher.inline[conn.fd] = (self, conn, token, token[1] + self.timeout_s)  # batcher.pending, inlined
+        return True
+
+    def poll(self, conn: _PlainConn) -> Outcome | None:
+        """Read on after ``start`` (its socket is readable); the outcome once the answer is
+        complete, None while it is not. (Kept flat: it runs once per answer.)"""
+        try:
+            n, anc, _flags, _addr = conn.sock.recvmsg_into((conn.view[conn.have:],), ANC_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self._drop(conn)
+            return self._failure(exc)
+        if anc:
+            conn.rx_at = rx_stamp(anc)
+        if n == 0:
+            self._drop(conn)
+            return self._failure(ConnectionClosed(before_answer=conn.have == 0))
+        conn.have += n
+        conn.nowait = True
+        try:
+            answer = self._read_answer(conn, conn.have)
+        except _NeedMore:
+            return None
+        except (OSError, HTTPProtocolError) as exc:
+            self._drop(conn)
+            return self._failure(exc)
+        finally:
+            conn.nowait = False
+        answer.received_at = received = conn.rx_at
+        if answer.keep_alive and not self._waiters and not self._closed:
+            conn.used = True
+            conn.idle_since = received or perf_counter()
+            self._idle.append(conn)
+        else:
+            self._settle(conn, answer)
+        return self._outcome(answer)
+
+    def finish(self, conn: _PlainConn) -> Outcome:
+        """Wait for the rest of an inline request's answer in a greenlet of its own."""
+        conn._sent = conn.have == 0
+        try:
+            answer = self._read_answer(conn, conn.have)
+            answer.received_at = conn.rx_at
+        except (OSError, HTTPProtocolError) as exc:
+            self._drop(conn)
+            return self._failure(exc)
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._settle(conn, answer)
+        return self._outcome(answer)
+
+    def _finish_send(self, conn: _PlainConn, rest: bytes) -> Outcome:
+        try:
+            conn.sendall(rest)
+        except OSError as exc:
+            self._drop(conn)
+            return self._failure(exc)
+        except BaseException:
+            self._drop(conn)
+            raise
+        conn.have = 0
+        return self.finish(conn)
+
+    def timed_out(self, conn: _PlainConn) -> Outcome:
+        """An inline request's answer did not come within ``timeout_s``."""
+        self._drop(conn)
+        return self._failure(TimeoutError())
+
+    def stale(self, fd: int) -> None:
+        """The socket of ``fd`` is readable: if it is an idle pooled connection, the server
+        closed it (or spoke out of turn): drop it before a request is written to it."""
+        for conn in self._idle:
+            if conn.__class__ is _PlainConn and conn.fd == fd:
+                self._idle.remove(conn)
+                self._drop(conn)
+                return
 
     # ------------------------------------------------------------------ control plane
 
@@ -632,6 +815,10 @@ class RestClient:
 
 class _Closed(Exception):
     """The client was closed while a call waited for a connection."""
+
+
+class _NeedMore(Exception):
+    """An inline answer is not complete yet: read on when the socket is readable again."""
 
 
 def _header_length(answer: _Answer) -> int | None:

@@ -1,0 +1,198 @@
+"""Answers picked up at the load loop's next wake-up instead of waking the process for each.
+
+At a few hundred requests a second a generator process sleeps between arrivals, and each
+wake-up costs more CPU than the Python work of a request (here 50-60 µs: epoll, the VM's
+idle exit, cold caches; docs/performance.md). Waking once for an arrival and once more for
+its answer doubles that. An answer read later is still timed exactly: the kernel stamps
+every received segment (``SO_TIMESTAMPNS``, see ``rx_stamp``) and the request's *done* time
+is that stamp, not the moment Python read it.
+
+So a reader whose answer is not there yet parks here instead of arming its own read
+watcher, and the open-loop engine calls ``tick`` each time it is about to sleep: the parked
+readers whose sockets have data (one ``epoll_wait(0)`` on a private, level-triggered epoll
+set holding every connection) are resumed in the same wake-up. Parking happens only while
+the engine's next wake-up is near (``horizon_s``); otherwise, and when the engine stops, the
+readers arm their own watchers. A parked reader keeps its own timeout timer, so the
+transport's timeouts hold exactly as before.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from gevent.monkey import get_original
+from greenlet import getcurrent
+
+from seldon_load.transport.outcome import Outcome
+
+_epoll = get_original("select", "epoll")  # gevent's patching hides it; this set is never waited on
+
+HORIZON_S = 0.010  # park only when the engine wakes again within this
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("@qq")
+ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def enable_rx_stamps(sock: Any) -> bool:
+    """Ask the kernel to stamp received data on ``sock``; False where it cannot."""
+    if not ANC_BYTES:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def rx_stamp(ancdata: list) -> float | None:
+    """The kernel's receive time of the data just read, on ``perf_counter``'s clock.
+
+    The stamp is wall-clock time (CLOCK_REALTIME); it is moved onto the monotonic clock by
+    the offset between the two read now, and never placed after now."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            now = perf_counter()
+            stamp = sec + nsec * 1e-9 - (time.time() - now)
+            return stamp if stamp < now else now
+    return None
+
+
+class ReadBatcher:
+    """Answers of one process read from the engine's wake-ups (see the module doc).
+
+    Two kinds of waiter: a *parked* reader (a greenlet inside a blocking call, resumed with
+    True to read on, or False to wait on its own watcher), and an *inline* request that the
+    engine sent from its own greenlet (``RestClient.start``); the latter's answer is read
+    here and reported to ``on_done(token, outcome, now)``. When inline requests cannot be served
+    from ticks any more (the engine stops, its next wake-up is far), each is handed to
+    ``on_handoff(token, fn, *args)``, which runs ``fn(*args) -> Outcome`` in a greenlet."""
+
+    def __init__(self, hub: Any, horizon_s: float = HORIZON_S) -> None:
+        self._hub = hub
+        self._run = hub.loop.run_callback
+        self._epoll = _epoll()
+        self._owners: dict[int, Any] = {}  # fd -> client, for every open connection
+        self._parked: dict[int, Any] = {}  # fd -> greenlet
+        self.inline: dict[int, tuple[Any, Any, Any, float]] = {}  # fd -> (client, conn, token, deadline)
+        self.horizon_s = horizon_s
+        self._next_wake = 0.0
+        self.active = False
+        self.on_done: Callable[[Any, Outcome, float], None] | None = None
+        self.on_handoff: Callable[..., None] | None = None
+
+    def watch(self, fd: int, owner: Any = None) -> None:
+        """A new connection: its socket joins the private set for as long as it is open."""
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except (OSError, ValueError):
+            return
+        self._owners[fd] = owner
+
+    def forget(self, fd: int) -> None:
+        """Before the connection's socket is closed."""
+        self._parked.pop(fd, None)
+        self._owners.pop(fd, None)
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    @property
+    def idle_waiters(self) -> bool:
+        """No reader is parked (nothing but inline requests wait on ticks)."""
+        return not self._parked
+
+    def parking(self) -> bool:
+        """Whether a reader should park now: the engine runs and wakes again soon."""
+        return self.active and self._next_wake - perf_counter() <= self.horizon_s
+
+    def park(self, fd: int) -> bool:
+        """Wait for ``fd`` to be readable, resumed by a later ``tick``. Returns True when data
+        is there, False when the caller must wait on its own watcher instead (the engine's
+        next wake-up became too far away, or the engine stopped)."""
+        self._parked[fd] = getcurrent()
+        try:
+            return self._hub.switch()
+        finally:
+            self._parked.pop(fd, None)
+
+    def pending(self, fd: int, client: Any, conn: Any, token: Any) -> None:
+        """An inline request was sent on ``fd``; its answer is read by ``tick`` (callers on the
+        hot path may store the same tuple into ``inline`` themselves)."""
+        self.inline[fd] = (client, conn, token, token[1] + client.timeout_s)
+
+    def hand_over(self, token: Any, fn: Callable[..., Outcome], *args: Any) -> None:
+        """An inline request that must finish in a greenlet of its own."""
+        self.on_handoff(token, fn, *args)
+
+    def tick(self, next_wake: float) -> None:
+        """The engine is about to sleep until ``next_wake``: read the answers that arrived,
+        resume the parked readers whose data came; if the next wake-up is far, hand the rest
+        to their own watchers."""
+        self._next_wake = next_wake
+        parked, inline = self._parked, self.inline
+        if parked or inline:
+            for fd, _events in self._epoll.poll(0):
+                entry = inline.get(fd)
+                if entry is not None:
+                    out = entry[0].poll(entry[1])
+                    if out is not None:
+                        del inline[fd]
+                        self.on_done(entry[2], out, perf_counter())
+                    continue
+                g = parked.pop(fd, None)
+                if g is not None:
+                    self._run(g.switch, True)
+                else:
+                    self._stale(fd)
+            now = perf_counter()
+            if inline and inline[next(iter(inline))][3] <= now:  # the oldest (dicts keep insertion order)
+                self._expire(inline, now)
+            if (parked or inline) and next_wake - now > self.horizon_s:
+                self.release()
+
+    def _stale(self, fd: int) -> None:
+        owner = self._owners.get(fd)
+        if owner is not None:
+            owner.stale(fd)
+
+    def _expire(self, inline: dict, now: float) -> None:
+        while inline:
+            fd = next(iter(inline))  # the oldest (dicts keep insertion order)
+            client, conn, token, deadline = inline[fd]
+            if deadline > now:
+                return
+            del inline[fd]
+            self.on_done(token, client.timed_out(conn), now)
+
+    def release(self) -> None:
+        """Every parked reader goes back to its own watcher; every inline request is handed
+        over to a greenlet of its own."""
+        run = self._run
+        parked, self._parked = self._parked, {}
+        for g in parked.values():
+            run(g.switch, False)
+        inline, self.inline = self.inline, {}
+        for client, conn, token, _deadline in inline.values():
+            self.on_handoff(token, client.finish, conn)
+
+    def start(self) -> None:
+        """An engine runs and will tick: readers may park, requests may be sent inline."""
+        self.active = True
+
+    def stop(self) -> None:
+        """The engine ends: no more ticks will come."""
+        self.active = False
+        self.release()
+
+    def close(self) -> None:
+        self.stop()
+        self._epoll.close()
