@@ -267,6 +267,7 @@ class OpenLoopEngine:
         last_wake = last_hub = 0.0
         record_drop = self.recorder.dropped
         tick = self.batcher.tick if self.batcher is not None else None
+        collect = self.batcher.collect if self.batcher is not None else None
         send_inline = self.start
         hub = self._hub
         worker, out, idle = self._worker, self._out, self._workers
@@ -287,6 +288,7 @@ class OpenLoopEngine:
                 if plan.final:
                     break
                 if tick is not None:
+                    collect()
                     tick(perf_counter() + _POLL_S)
                 gevent.sleep(_POLL_S)
                 continue
@@ -314,6 +316,8 @@ class OpenLoopEngine:
                         timer.sleep_until(wake)
                         last_hub = wake
                     last_wake = wake
+                    if tick is not None:
+                        collect()
                 else:
                     gevent.sleep(wait)
                 since_yield = 0
@@ -336,6 +340,7 @@ class OpenLoopEngine:
             if since_yield >= _YIELD_EVERY:
                 since_yield = 0
                 if tick is not None:
+                    collect()
                     tick(perf_counter())
                 gevent.sleep(0)
 

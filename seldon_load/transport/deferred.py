@@ -84,6 +84,7 @@ class ReadBatcher:
         self.inline: dict[int, tuple[Any, Any, Any, float]] = {}  # fd -> (client, conn, token, deadline)
         self.horizon_s = horizon_s
         self._next_wake = 0.0
+        self._ready: Any = ()  # (fd, events) readable at the engine's last wake-up
         self.active = False
         self.on_done: Callable[[Any, Outcome, float], None] | None = None
         self.on_handoff: Callable[..., None] | None = None
@@ -134,13 +135,14 @@ class ReadBatcher:
         self.on_handoff(token, fn, *args)
 
     def tick(self, next_wake: float) -> None:
-        """The engine is about to sleep until ``next_wake``: read the answers that arrived,
-        resume the parked readers whose data came; if the next wake-up is far, hand the rest
-        to their own watchers."""
+        """The engine is about to sleep until ``next_wake``: read the answers ``collect``
+        found at its wake-up, resume the parked readers whose data came; if the next wake-up
+        is far, hand the rest to their own watchers."""
         self._next_wake = next_wake
         parked, inline = self._parked, self.inline
+        ready, self._ready = self._ready, ()
         if parked or inline:
-            for fd, _events in self._epoll.poll(0):
+            for fd, _events in ready:
                 entry = inline.get(fd)
                 if entry is not None:
                     out = entry[0].poll(entry[1])
@@ -151,18 +153,24 @@ class ReadBatcher:
                 g = parked.pop(fd, None)
                 if g is not None:
                     self._run(g.switch, True)
-                else:
-                    self._stale(fd)
             now = perf_counter()
             if inline and inline[next(iter(inline))][3] <= now:  # the oldest (dicts keep insertion order)
                 self._expire(inline, now)
             if (parked or inline) and next_wake - now > self.horizon_s:
                 self.release()
 
-    def _stale(self, fd: int) -> None:
-        owner = self._owners.get(fd)
-        if owner is not None:
-            owner.stale(fd)
+    def collect(self) -> None:
+        """The engine woke up: note which sockets are readable (read by the next ``tick``,
+        after this wake-up's sends) and drop idle connections the server closed meanwhile,
+        before a request is written to one."""
+        ready = self._ready = self._epoll.poll(0)
+        if ready:
+            inline, parked = self.inline, self._parked
+            for fd, _events in ready:
+                if fd not in inline and fd not in parked:
+                    owner = self._owners.get(fd)
+                    if owner is not None:
+                        owner.stale(fd)
 
     def _expire(self, inline: dict, now: float) -> None:
         while inline:

@@ -54,7 +54,7 @@ _HEADER_LENGTH_KEY = b"\r\n" + json_codec.HEADER_LENGTH.lower().encode() + b":"
 _CONTENT_LENGTH_KEY = b"\r\ncontent-length:"
 _TRANSFER_ENCODING_KEY = b"\r\ntransfer-encoding:"
 _CONNECTION_KEY = b"\r\nconnection:"
-_PEEK_AFTER_S = 0.5  # a connection idle longer than this is checked before reuse
+_PEEK_AFTER_S = 0.5  # an inline send checks a connection idle longer than this (else ticks did)
 
 
 class ConnectTimeout(TimeoutError):
@@ -392,8 +392,7 @@ class RestClient:
         while True:
             if self._idle:
                 conn = self._idle.pop()
-                if conn.used and isinstance(conn, _PlainConn) and perf_counter() - conn.idle_since > _PEEK_AFTER_S \
-                        and conn.closed_by_peer():
+                if conn.used and conn.__class__ is _PlainConn and conn.closed_by_peer():
                     self._drop(conn)  # the server's idle timeout closed it: never write a request to it
                     continue
                 return conn
@@ -582,7 +581,9 @@ class RestClient:
         if self._closed or isinstance(exc, _Closed):
             return Outcome(False, oc.CANCELLED, "client closed")
         if isinstance(exc, ConnectionClosed):
-            return Outcome(False, oc.CONNECTION_RESET, "connection closed by the server")
+            if exc.before_answer:
+                return Outcome(False, oc.CONNECTION_RESET, "connection closed by the server")
+            return Outcome(False, oc.INVALID_RESPONSE, "answer cut short: connection closed in the middle of it")
         if isinstance(exc, HTTPProtocolError):
             return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)))
         return Outcome(False, oc.kind_of_exception(exc), reason(exc, self.timeout_s))

@@ -245,7 +245,8 @@ Responder = Callable[[int, bytes, bytes], bytes | None]
 
 class ScriptedServer:
     """A tiny HTTP/1.1 server on loopback: records every request, answers with ``responder``
-    (request index, head, body) -> raw response bytes, or None to close without answering."""
+    (request index, head, body) -> raw response bytes, None to close without answering, or
+    ``(bytes, "close")`` to answer and then close the connection (an idle timeout)."""
 
     def __init__(self, responder: Responder, ssl_context: Any = None, trickle: bool = False) -> None:
         self.responder = responder
@@ -284,6 +285,9 @@ class ScriptedServer:
                 self.requests.append((head, body))
                 answer = self.responder(len(self.requests) - 1, head, body)
                 if answer is None:
+                    return
+                if isinstance(answer, tuple):
+                    sock.sendall(answer[0])
                     return
                 if not self.trickle:
                     sock.sendall(answer)
@@ -467,15 +471,31 @@ def test_timeout(scripted: Callable[..., ScriptedServer]) -> None:
     assert (out.ok, out.error_kind, out.message) == (False, "timeout", "timed out after 0.2 s")
 
 
-def test_server_closing_an_idle_keep_alive_connection_is_retried(
+def test_a_kept_alive_connection_the_server_closed_is_not_reused(
     scripted: Callable[..., ScriptedServer],
 ) -> None:
+    ok = http_response("200 OK", OK_BODY)
+    server = scripted(lambda i, head, body: (ok, "close") if i == 0 else ok)
+    target = rest_target(server.port)
+    with RestClient(target) as client:
+        outcomes = []
+        for _ in range(3):
+            outcomes.append(client.infer(encode_for(target, rows_request())))
+            gevent.sleep(0.05)  # the server's close reaches the client while the connection is idle
+    assert all(o.ok for o in outcomes), outcomes
+    assert len(server.requests) == 3 and server.connections == 2  # each request sent once
+
+
+def test_a_written_request_is_never_sent_again(scripted: Callable[..., ScriptedServer]) -> None:
+    # the server reads the second request and drops the connection: it may have run the
+    # inference, so the request is a failure, not something to send a second time
     server = scripted(lambda i, head, body: None if i == 1 else http_response("200 OK", OK_BODY))
     target = rest_target(server.port)
     with RestClient(target) as client:
         outcomes = [client.infer(encode_for(target, rows_request())) for _ in range(3)]
-    assert all(o.ok for o in outcomes), outcomes
-    assert len(server.requests) == 4 and server.connections == 2
+    assert [o.ok for o in outcomes] == [True, False, True], outcomes
+    assert outcomes[1].error_kind == "connection_reset"
+    assert len(server.requests) == 3 and server.connections == 2
 
 
 def test_server_closing_without_answer_is_connection_reset(scripted: Callable[..., ScriptedServer]) -> None:
