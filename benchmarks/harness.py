@@ -179,6 +179,54 @@ def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             proc.wait(timeout=5)
 
 
+# ---------------------------------------------------------------------------- CPU budgets
+class CpuBudget:
+    """A CPU cgroup with a quota (``cores`` of CPU time per period) that processes are moved
+    into: what gives each worker "a core of its own" on a machine too small to leave one to
+    every worker *and* the target. Linux cgroup v1 (``cpu`` controller) or v2 (``cpu.max``);
+    ``available()`` is False where neither can be written (then the harness pins only)."""
+
+    PERIOD_US = 100_000
+    V1 = Path("/sys/fs/cgroup/cpu")
+    V2 = Path("/sys/fs/cgroup")
+
+    def __init__(self, name: str, cores: float) -> None:
+        self.cores = cores
+        quota = str(int(cores * self.PERIOD_US))
+        if (self.V1 / "cpu.cfs_quota_us").exists() or (self.V1 / "tasks").exists():
+            self.path = self.V1 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(quota)
+        else:
+            self.path = self.V2 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            probe = cls("seldon-load-bench-probe", 1.0)
+        except OSError:
+            return False
+        probe.remove()
+        return True
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        """Once its processes have ended (an empty cgroup is removed with rmdir)."""
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
 # ---------------------------------------------------------------------------- our generator
 @dataclass
 class OurRun:

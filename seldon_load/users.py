@@ -76,6 +76,10 @@ class ProcessState:
                              float(message["share"]), float(message["phase"]))
         if first:
             self.recorder.set_t0(self.schedule.t0)
+        if self.settings.open_loop and self.engine is None and not self.engine_done:
+            # a process with a share runs it whether or not Locust gave it the OpenLoopUser:
+            # with fewer users than workers (one user, a worker that joined late) it may have none
+            OpenLoopUser._start_engine(self)
 
     @property
     def client(self):
