@@ -38,7 +38,7 @@ CAPACITY_RPS = 200.0  # synth-5ms in wait mode serves exactly 1000 / 5 ms
 STAIRS = {"rest": (6000, 10000, 14000, 18000), "grpc": (4000, 7000, 10000, 13000)}
 SIDE_BY_SIDE_RPS = 200  # latency agreement: ours and k6 at this rate each, at the same time
 OVERLOAD_RPS = 60000
-SCALE_BUDGET_CORES = 0.5  # each worker's CPU budget in the scale-out figure (see fig_scale_out)
+SCALE_BUDGET_CORES = 0.35  # each worker's CPU budget in the scale-out figure (see fig_scale_out)
 LIMITS = {"cpu_rest": 0.5, "cpu_grpc": 0.7, "accuracy": 0.01, "send_lag_ms": 2.0, "scale_out": 1.8,
           "latency_rel": 0.05, "latency_abs_ms": 0.3, "record_ns": 2000.0, "saturation_s": 180.0,
           "saturation_rel": 0.05, "max_rate_lag_ms": 5.0}
