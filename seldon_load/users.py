@@ -131,12 +131,14 @@ class ProcessState:
 class _StatsFeed:
     """Feeds Locust's ``request`` event (its statistics and UI) from the open-loop engine.
 
-    Answers that are ok are handed to Locust in batches every ``BATCH_S``, failures at once:
+    Answers that are ok are handed to Locust in batches (every ``BATCH_S`` or ``BATCH_MAX``
+    answers), failures at once:
     the same events with the same response times, fired from one warm loop instead of one
     call into Locust's statistics per answer, each of which, on a generator that sleeps
     between requests, runs with cold caches."""
 
     BATCH_S = 0.1
+    BATCH_MAX = 32  # a longer batch would hold up the next sends at high rates (send lag)
 
     def __init__(self, st: ProcessState, name: str) -> None:
         self._st = st
@@ -153,7 +155,7 @@ class _StatsFeed:
         if not batch:
             self._since = done
         batch.append(((done - due) * 1000.0, out.response_bytes))
-        if done - self._since >= self.BATCH_S:
+        if done - self._since >= self.BATCH_S or len(batch) >= self.BATCH_MAX:
             self.flush()
 
     def flush(self) -> None:
