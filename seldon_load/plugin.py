@@ -91,6 +91,7 @@ class Session:
             self.process.settings = settings
             self.process._pool = None
             self.process.metadata = None
+        self.process.autostart = self.is_worker
         if self.pending_plan is not None:
             self.process.on_plan(self.pending_plan)
             self.pending_plan = None

@@ -52,6 +52,7 @@ class ProcessState:
         self._pool = None
         self.batcher: ReadBatcher | None = None  # shared by the client's connections and the engine
         self.stats_feed: _StatsFeed | None = None
+        self.autostart = False  # start the engine on a plan (a worker, once the test's settings are known)
         self.metadata: dict | None = None
 
     def new_test(self, test_id: str) -> None:
@@ -76,9 +77,9 @@ class ProcessState:
                              float(message["share"]), float(message["phase"]))
         if first:
             self.recorder.set_t0(self.schedule.t0)
-        if self.settings.open_loop and self.engine is None and not self.engine_done:
-            # a process with a share runs it whether or not Locust gave it the OpenLoopUser:
-            # with fewer users than workers (one user, a worker that joined late) it may have none
+        if self.autostart and self.settings.open_loop and self.engine is None and not self.engine_done:
+            # a worker with a share runs it whether or not Locust gave it the OpenLoopUser:
+            # in the second Locust re-balances users for a worker that joined late it may have none
             OpenLoopUser._start_engine(self)
 
     @property
