@@ -12,6 +12,7 @@ dicts, one handler per type:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import sys
@@ -398,6 +399,7 @@ def _on_init(environment, **_kw) -> None:
             _install_web_login(environment)
     if headless:
         gevent.spawn(_progress_loop, session)
+        atexit.register(_results_when_no_test_ran, session)
 
 
 def _scrub_failures(environment, secrets: list[str]) -> None:
@@ -551,6 +553,30 @@ def _on_test_stop(session: Session) -> None:
     publish(results, session.settings.results_dir, headless=bool(getattr(opts, "headless", False)),
             stream=sys.stderr if getattr(opts, "json", False) else sys.stdout)
     environment.process_exit_code = 0 if results["passed"] else 1
+
+
+def _results_when_no_test_ran(session: Session) -> None:
+    """At exit of a headless master: Ctrl-C while Locust still waits for its workers (or Locust giving
+    up on them) ends the process without a test_stop. Scripts and CI read results.json whatever
+    happened, so write one that says no test ran and fails."""
+    if session.results is not None or session.settings is None:
+        return
+    if session.controller is not None and session.controller.t0 is not None:
+        return  # a test ran; its test_stop writes (or wrote) the results
+    try:
+        if session.controller is None:
+            session.new_controller()
+        runner = session.runner
+        ready = f"{len(runner.clients.ready)} of {session.environment.parsed_options.expect_workers} workers " \
+                "were connected" if session.is_master else "the test had not started"
+        session.controller.notes.append(f"no test ran: stopped before it started ({ready}); nothing was measured")
+        from seldon_load.report.outputs import publish
+
+        results = session.build()
+        results["passed"] = False
+        publish(results, session.settings.results_dir, headless=True, stream=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 -- at exit: say why, never hide the interrupt behind a traceback
+        sys.stderr.write(f"seldon-load: error: no results written: {type(exc).__name__}: {exc}\n")
 
 
 def _collect_finals_after_interrupt(session: Session) -> None:

@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
 import pytest
 
+from seldon_load.cli import LOCUSTFILE
 from seldon_load.testbed.server import free_port
 from tests.helpers.run import assert_accounting, seldon_load
 
@@ -126,19 +128,36 @@ def test_testbed_up_status_down_leaves_no_process(tmp_path):
     assert _mlservers_under(tmp_path / "tb") == []
 
 
+class _Lines:
+    """A child's merged output, read by a thread, so a test can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, needle: str, timeout_s: float) -> bool:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if any(needle in line for line in list(self.lines)):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
+
+
 def test_ctrl_c_stops_every_process(testbed, tmp_path):
     cmd = [sys.executable, "-m", "seldon_load.cli", "run", "--host", testbed.rest_url, "--model", "synth-5ms",
            "--stages", "20:0s:60s", "--workers", "2", "--results", str(tmp_path)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = _Lines(p)
     try:
-        deadline = time.time() + 60
-        children = []
-        while time.time() < deadline:
-            children = psutil.Process(p.pid).children(recursive=True)
-            if len(children) >= 3 and (tmp_path / "worker-1.log").exists():
-                break
-            time.sleep(0.5)
-        time.sleep(6)
+        # the master's progress line: the test runs on both workers
+        assert out.wait_for("[seldon-load] t=", 90), "the test never started"
+        children = psutil.Process(p.pid).children(recursive=True)
         assert len(children) >= 3
         p.send_signal(signal.SIGINT)
         p.wait(timeout=60)
@@ -147,5 +166,48 @@ def test_ctrl_c_stops_every_process(testbed, tmp_path):
             p.kill()
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert alive == []
+    assert p.returncode == 130, out.text()[-3000:]
     # the master still wrote what it measured before the interrupt
-    assert (tmp_path / "results.json").exists()
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["stages"][0]["ok"] >= 20
+    assert any(n.startswith("interrupted at t=") for n in res["notes"])
+    assert_accounting(res)
+
+
+def _waiting_master(testbed, tmp_path, max_wait_s: int) -> list[str]:
+    """A headless master that expects a worker nobody starts."""
+    return [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--master", "--master-bind-host",
+            "127.0.0.1", "--master-bind-port", str(free_port()), "--expect-workers", "1",
+            "--expect-workers-max-wait", str(max_wait_s), "--host", testbed.rest_url, "--model", "synth-5ms",
+            "--stages", "20:0s:10s", "--results", str(tmp_path)]
+
+
+def _no_test_ran(tmp_path) -> dict:
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["passed"] is False
+    assert any("no test ran" in n and "0 of 1 workers" in n for n in res["notes"]), res["notes"]
+    assert sum(st["requests"] for st in res["stages"]) == 0
+    return res
+
+
+def test_ctrl_c_before_the_workers_connect_still_writes_results(testbed, tmp_path):
+    p = subprocess.Popen(_waiting_master(testbed, tmp_path, 60), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    out = _Lines(p)
+    try:
+        # Locust says so once it has waited 5 s for its workers (init, preflight included, is done)
+        assert out.wait_for("Waiting for workers to be ready", 60), out.text()[-2000:]
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0
+    _no_test_ran(tmp_path)
+
+
+def test_a_master_that_gives_up_on_its_workers_writes_results(testbed, tmp_path):
+    run = subprocess.run(_waiting_master(testbed, tmp_path, 2), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "no test ran" in run.stderr
+    _no_test_ran(tmp_path)
