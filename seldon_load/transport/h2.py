@@ -526,8 +526,12 @@ class H2Client:
         stream = conn.open_stream(waiter)
         own = timeout_s is not None and timeout_s != self.timeout_s
         timers = [] if own else self._timers
-        timer = timers.pop() if timers else self.hub.loop.timer(timeout_s if own else self.timeout_s)
-        timer.start(self._expire, conn, stream)
+        if timers:
+            timer = timers.pop()
+        else:  # repeat = after, armed with again(): see rest._PlainConn (start() re-arms with what was left)
+            after = timeout_s if own else self.timeout_s
+            timer = self.hub.loop.timer(after, after)
+        timer.again(self._expire, conn, stream)
         try:
             try:
                 conn.send_request(stream, header_block, message)
@@ -539,11 +543,11 @@ class H2Client:
             conn.cancel_stream(stream)
             raise
         finally:
-            if timer.active:  # not fired: safe to re-arm for the next call
-                timer.stop()
-                timers.append(timer)
-            else:  # a fired one-shot timer is not re-armed correctly by start(): drop it
+            timer.stop()
+            if own:
                 timer.close()
+            else:
+                timers.append(timer)
         return stream.result
 
     def _expire(self, conn: H2Connection, stream: _Stream) -> None:

@@ -116,7 +116,10 @@ class _PlainConn(_Conn):
         self.fd = fd = sock.fileno()
         self._read = loop.io(fd, 1)
         self._write = loop.io(fd, 2)
-        self._timer = loop.timer(timeout_s)
+        # repeat = after, and armed with again(): libev's start() re-arms a stopped timer with
+        # the time it had left, so a reused one-shot timer fires early once the waits on a
+        # connection add up to the timeout
+        self._timer = loop.timer(timeout_s, timeout_s)
         self._timeout = timeout_s
         self._sent = False
         self.nowait = False  # read by the load loop: never wait, raise _NeedMore instead
@@ -131,7 +134,7 @@ class _PlainConn(_Conn):
         g = getcurrent()
         timer = self._timer
         watcher.start(g.switch)
-        timer.start(self._expired, g)
+        timer.again(self._expired, g)
         try:
             self._hub.switch()
         finally:
@@ -142,7 +145,7 @@ class _PlainConn(_Conn):
         batcher = self._batcher
         if batcher is not None and batcher.parking():
             timer = self._timer
-            timer.start(self._expired, getcurrent())
+            timer.again(self._expired, getcurrent())
             try:
                 ready = batcher.park(self.fd)
             finally:

@@ -228,6 +228,22 @@ def test_concurrent_greenlets_share_the_pool(testbed: Any, protocol: str) -> Non
     assert len(outcomes) == 100 and all(o.ok for o in outcomes)
 
 
+def test_the_timeout_bounds_each_request_not_a_connections_lifetime(testbed: Any, protocol: str) -> None:
+    # one kept-alive connection whose waits add up to 3x the timeout: none of them may time out
+    # (a reused timer re-armed with the time it had left fired early, mid-test, on long runs)
+    target = parse_target(host_of(testbed, protocol), "synth-5ms", None)
+    client = make_client(target, timeout_s=0.25, pool_size=1)
+    payload = encode_for(target, rows_request())
+    try:
+        outcomes, t0 = [], gevent.get_hub().loop.now()
+        while gevent.get_hub().loop.now() - t0 < 0.75 and len(outcomes) < 1000:
+            outcomes.append(client.infer(payload))
+    finally:
+        client.close()
+    assert len(outcomes) > 40
+    assert [o.message for o in outcomes if not o.ok] == []
+
+
 def test_infer_after_close_is_cancelled(testbed: Any, protocol: str) -> None:
     target = parse_target(host_of(testbed, protocol), "synth-1ms", None)
     client = make_client(target)
