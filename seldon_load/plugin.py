@@ -7,7 +7,9 @@ dicts, one handler per type:
 * ``seldon_load:plan``  master -> worker: the rate plan, test clock, this worker's share;
 * ``seldon_load:flush`` master -> worker: the plan is over, send everything you have;
 * ``seldon_load:final`` worker -> master: the last measurements of this worker;
-* measurements between those ride on Locust's own ``worker_report`` (key ``seldon_load``).
+* ``seldon_load:ready`` worker -> master: settings loaded and no plan yet, send it;
+* measurements between those ride on Locust's own ``worker_report`` (key ``seldon_load``),
+  with the plan the worker runs (key ``seldon_load_plan``: a worker that missed one gets it again).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from time import perf_counter
 import gevent
 import locust.runners
 from locust import LoadTestShape, events
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from seldon_load.analyze.results import build_results
 from seldon_load.analyze.stages import stage_row
@@ -44,6 +46,8 @@ MASTER_HEARTBEAT_TIMEOUT_S = 10
 locust.runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_HEARTBEAT_TIMEOUT_S
 
 PLAN, FLUSH, FINAL = "seldon_load:plan", "seldon_load:flush", "seldon_load:final"
+READY = "seldon_load:ready"  # worker -> master: settings loaded, send me my plan
+PLAN_RESEND_S = 1.0  # a worker still reporting an older plan this long after it was sent gets it again
 LOCAL = "local"
 
 
@@ -62,6 +66,7 @@ class Session:
         self.master_cpu = 0.0
         self.snapshots: list = []
         self._drainer = None
+        self.resent_at: dict[str, float] = {}  # worker -> when its missed plan was last sent again
 
     @property
     def runner(self):
@@ -361,6 +366,10 @@ def _on_init(environment, **_kw) -> None:
     if isinstance(runner, WorkerRunner):
         runner.register_message(PLAN, lambda environment, msg, **kw: _on_plan_message(session, msg.data))
         runner.register_message(FLUSH, lambda environment, msg, **kw: gevent.spawn(_worker_flush, session, msg.data))
+        if runner.worker_state in (STATE_SPAWNING, STATE_RUNNING):
+            # the master's first spawn came while this worker was still connecting, before this
+            # init: its test_start fired with no listener, so do its work now
+            _on_test_start(session)
         return
     opts = environment.parsed_options
     headless = bool(getattr(opts, "headless", False))
@@ -390,6 +399,7 @@ def _on_init(environment, **_kw) -> None:
         log.warning("%s (fix it in the form before starting)", exc)
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL, lambda environment, msg, **kw: _on_final(session, msg))
+        runner.register_message(READY, lambda environment, msg, **kw: _on_worker_ready(session, msg.node_id))
     if environment.web_ui:
         from seldon_load.report.webui import install
 
@@ -502,16 +512,42 @@ def _on_final(session: Session, msg) -> None:
 
 
 def _on_report_to_master(session: Session, data: dict) -> None:
-    if session.process is not None:
-        if session.process.stats_feed is not None:
-            session.process.stats_feed.flush()
-        data["seldon_load"] = session.process.recorder.drain()
+    proc = session.process
+    if proc is not None:
+        if proc.stats_feed is not None:
+            proc.stats_feed.flush()
+        data["seldon_load"] = proc.recorder.drain()
+    data["seldon_load_plan"] = [proc.test_id, proc.plan_version] if proc is not None else [None, 0]
 
 
 def _on_worker_report(session: Session, client_id: str, data: dict) -> None:
     if "seldon_load" in data and session.controller is not None:
         if not session.aggregate.merge(data["seldon_load"], client_id):
             log.warning("%s", session.aggregate.last_error)
+    if "seldon_load_plan" in data:
+        _resend_missed_plan(session, client_id, data["seldon_load_plan"])
+
+
+def _resend_missed_plan(session: Session, client_id: str, has: list) -> None:
+    """A worker's report names the plan it runs: one that missed the current plan (a message
+    can reach a worker before its handlers exist, and Locust drops it) gets it again."""
+    c = session.controller
+    if c is None or c.t0 is None or c.done or client_id not in c.engine_ids:
+        return
+    if list(has) == [session.test_id, c.plan_version]:
+        return
+    now = perf_counter()
+    if now - c.published_at < PLAN_RESEND_S or now - session.resent_at.get(client_id, 0.0) < PLAN_RESEND_S:
+        return  # the plan may still be on its way
+    session.resent_at[client_id] = now
+    log.info("worker %s runs plan %s of %s: sending it again", client_id, has, [session.test_id, c.plan_version])
+    c.publish_to(client_id)
+
+
+def _on_worker_ready(session: Session, client_id: str) -> None:
+    c = session.controller
+    if c is not None and c.t0 is not None and not c.done:
+        c.publish_to(client_id)
 
 
 def _on_test_start(session: Session) -> None:
@@ -527,10 +563,13 @@ def _on_test_start(session: Session) -> None:
             _scrub_failures(env, session.settings.secrets)
         return
     try:
-        session.ensure_process()
+        proc = session.ensure_process()
         _scrub_failures(env, session.settings.secrets)  # workers learn the headers only now
     except SeldonLoadError as exc:
         log.error("%s", exc)
+        return
+    if session.is_worker and proc.schedule.t0 is None:
+        session.runner.send_message(READY, {})
 
 
 def _on_test_stop(session: Session) -> None:

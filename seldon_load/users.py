@@ -44,6 +44,7 @@ class ProcessState:
         self.settings = settings
         self.worker_id = worker_id
         self.test_id: str | None = None
+        self.plan_version = 0  # of the last plan adopted ("pv"): reported to the master
         self.recorder = Recorder(perf_counter(), worker_id)
         self.schedule = WorkerSchedule(settings.arrival, seed=hash(worker_id) & 0xFFFF)
         self.engine: OpenLoopEngine | None = None
@@ -61,6 +62,7 @@ class ProcessState:
             self.engine.stop()
             self.engine.cancel(block=False)
         self.test_id = test_id
+        self.plan_version = 0
         self.recorder = Recorder(perf_counter(), self.worker_id)
         self.schedule = WorkerSchedule(self.settings.arrival, seed=hash(self.worker_id) & 0xFFFF)
         self.engine = None
@@ -73,6 +75,7 @@ class ProcessState:
         log.info("plan: share %.3f phase %.3f at test time %.2fs", message["share"], message["phase"],
                  message["elapsed_s"])
         first = self.schedule.t0 is None
+        self.plan_version = max(self.plan_version, int(message.get("pv", 0)))
         self.schedule.update(RatePlan.from_wire(message["plan"]), float(message["elapsed_s"]),
                              float(message["share"]), float(message["phase"]))
         if first:
@@ -175,7 +178,9 @@ def _tls(s: Settings):
     return TlsConfig(ca_file=s.tls.get("ca_file"), cert_file=s.tls.get("cert_file"), key_file=s.tls.get("key_file"))
 
 
-def state_of(environment) -> ProcessState:
+def state_of(environment) -> ProcessState | None:
+    """This process's state; None while a worker whose first spawn came before its settings
+    were loaded catches up (the caller waits a moment)."""
     st = getattr(environment, "seldon_load", None)
     if st is None:
         raise RuntimeError("seldon-load plugin not initialised: import seldon_load.plugin in the locustfile")
@@ -190,6 +195,9 @@ class OIPUser(User):
     @task
     def infer(self) -> None:
         st = state_of(self.environment)
+        if st is None:
+            gevent.sleep(0.05)
+            return
         try:
             req = st.pool.next()
         except SeldonLoadError as exc:
@@ -212,7 +220,7 @@ class OpenLoopUser(User):
     @task
     def run_schedule(self) -> None:
         st = state_of(self.environment)
-        if st.engine is None and not st.engine_done:
+        if st is not None and st.engine is None and not st.engine_done:
             self._start_engine(st)
         gevent.sleep(0.5)
 
@@ -269,5 +277,5 @@ class OpenLoopUser(User):
         runner = self.environment.runner
         stopping = runner is None or runner.state in (STATE_STOPPING, STATE_CLEANUP, STATE_STOPPED)
         log.info("open-loop user stopping (runner %s)", runner.state if runner else None)
-        if stopping and st.engine is not None and not st.engine_done:
+        if stopping and st is not None and st.engine is not None and not st.engine_done:
             st.engine.stop()  # the test was stopped; requests in flight still complete and are recorded

@@ -65,6 +65,8 @@ class Controller:
         self.plan = RatePlan()
         self.search = AutoSearch(config.auto) if config.auto else None
         self.engine_ids: list[str] = []
+        self.plan_version = 0  # counts publish(): an engine that reports an older one missed a plan
+        self.published_at = 0.0
         self.workers_timeline: list[dict] = []
         self.finishing_since: float | None = None
         self.finals: set[str] = set()
@@ -122,14 +124,26 @@ class Controller:
 
     def publish(self) -> None:
         """Send the plan and each engine's share (1/n) and phase ((i + 1)/n)."""
-        n = len(self.engine_ids)
-        if n == 0:
+        if not self.engine_ids:
             return
+        self.plan_version += 1
+        self.published_at = self.clock()
         wire = self.plan.to_wire()
-        el = self.elapsed()
-        for i, eid in enumerate(self.engine_ids):
-            self.channel.publish(eid, {"v": 1, "plan": wire, "elapsed_s": el, "share": 1.0 / n,
-                                       "phase": (i + 1) / n})
+        for eid in self.engine_ids:
+            self._send_plan(eid, wire)
+
+    def publish_to(self, engine_id: str) -> bool:
+        """Send the current plan again to one engine (it missed it: a message that reached a
+        worker before its handlers were installed is dropped by Locust). False if it has no share."""
+        if engine_id not in self.engine_ids or self.plan_version == 0:
+            return False
+        self._send_plan(engine_id, self.plan.to_wire())
+        return True
+
+    def _send_plan(self, engine_id: str, wire: dict) -> None:
+        n, i = len(self.engine_ids), self.engine_ids.index(engine_id)
+        self.channel.publish(engine_id, {"v": 1, "plan": wire, "elapsed_s": self.elapsed(), "share": 1.0 / n,
+                                         "phase": (i + 1) / n, "pv": self.plan_version})
 
     # ---- auto search ------------------------------------------------------------------
     def _auto_step(self, el: float) -> None:

@@ -45,6 +45,25 @@ def test_shares_and_phases_follow_workers():
     assert RatePlan.from_wire(ch.sent[-1][1]["plan"]).total_count() == c.plan.total_count()
 
 
+def test_a_plan_sent_again_is_the_current_one_at_the_current_time():
+    ch, clock = FakeChannel(["a", "b"]), Clock()
+    c = Controller(ControllerConfig("stages", stages=[Stage(100, 1, 10)]), ch, clock=clock)
+    assert c.publish_to("a") is False  # nothing published yet
+    c.tick()
+    first = dict(ch.sent)
+    assert first["a"]["pv"] == first["b"]["pv"] == c.plan_version == 1
+    ch.sent.clear()
+    clock.t += 2.5
+    assert c.publish_to("b") is True and c.publish_to("stranger") is False
+    (eid, msg), = ch.sent
+    assert eid == "b" and msg["pv"] == 1 and (msg["share"], msg["phase"]) == (0.5, 1.0)
+    # the clock is read now: an old message re-sent would start the worker's schedule 2.5 s late
+    assert msg["elapsed_s"] == first["b"]["elapsed_s"] + 2.5
+    ch.ids = ["b"]
+    c.tick()
+    assert ch.sent[-1][1]["pv"] == 2
+
+
 def test_finishes_after_finals_or_timeout():
     ch, clock = FakeChannel(["a", "b"]), Clock()
     c = Controller(ControllerConfig("stages", stages=[Stage(10, 0, 2)], drain_timeout_s=1, final_wait_s=1), ch,
