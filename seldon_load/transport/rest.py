@@ -105,8 +105,8 @@ class _PlainConn(_Conn):
     Received data carries the kernel's receive time (``rx_at``); with a ``ReadBatcher`` the
     wait for an answer is parked until the load loop's next wake-up (transport.deferred)."""
 
-    __slots__ = ("_hub", "_read", "_write", "_timer", "_timeout", "_sent", "fd", "_batcher", "_stamps",
-                 "nowait", "have", "idle_since")
+    __slots__ = ("_hub", "_read", "_write", "_timeout", "_sent", "fd", "_batcher", "_stamps",
+                 "nowait", "have", "idle_since", "deadline")
 
     def __init__(self, sock: Any, hub: Any, timeout_s: float, batcher: Any = None, owner: Any = None) -> None:
         super().__init__(sock)
@@ -116,11 +116,8 @@ class _PlainConn(_Conn):
         self.fd = fd = sock.fileno()
         self._read = loop.io(fd, 1)
         self._write = loop.io(fd, 2)
-        # repeat = after, and armed with again(): libev's start() re-arms a stopped timer with
-        # the time it had left, so a reused one-shot timer fires early once the waits on a
-        # connection add up to the timeout
-        self._timer = loop.timer(timeout_s, timeout_s)
         self._timeout = timeout_s
+        self.deadline = 0.0  # perf_counter time the current request must be answered by
         self._sent = False
         self.nowait = False  # read by the load loop: never wait, raise _NeedMore instead
         self.have = 0  # answer bytes already in the buffer (inline requests)
@@ -130,26 +127,36 @@ class _PlainConn(_Conn):
         if batcher is not None:
             batcher.watch(fd, owner)
 
+    def _timer(self) -> Any:
+        """A timer for what is left of the request's time (``deadline``): the timeout bounds the
+        whole request, not each wait, or an answer dripping in byte by byte would never end.
+        Made per wait (the inline path, the common one, has no wait): a reused libev timer
+        is re-armed by start() with the time it had left when stopped, not its full time."""
+        left = self.deadline - perf_counter()
+        if left <= 0:
+            raise TimeoutError(f"timed out after {self._timeout:g} s")
+        return self._hub.loop.timer(left)
+
     def _wait(self, watcher: Any) -> None:
         g = getcurrent()
-        timer = self._timer
+        timer = self._timer()
         watcher.start(g.switch)
-        timer.again(self._expired, g)
+        timer.start(self._expired, g)
         try:
             self._hub.switch()
         finally:
             watcher.stop()
-            timer.stop()
+            timer.close()
 
     def _wait_readable(self) -> None:
         batcher = self._batcher
         if batcher is not None and batcher.parking():
-            timer = self._timer
-            timer.again(self._expired, getcurrent())
+            timer = self._timer()
+            timer.start(self._expired, getcurrent())
             try:
                 ready = batcher.park(self.fd)
             finally:
-                timer.stop()
+                timer.close()
             if ready:
                 return
         self._wait(self._read)
@@ -212,7 +219,6 @@ class _PlainConn(_Conn):
             self._batcher.forget(self.fd)
         self._read.close()
         self._write.close()
-        self._timer.close()
         self.sock.close()
 
 
@@ -562,6 +568,13 @@ class RestClient:
         conn = self._acquire()
         if conn is None:
             raise _Closed()
+        if conn.__class__ is _PlainConn:
+            conn.deadline = perf_counter() + self.timeout_s
+            return self._exchange_on(conn, first, second)
+        with gevent.Timeout(self.timeout_s, TimeoutError(f"timed out after {self.timeout_s:g} s")):
+            return self._exchange_on(conn, first, second)
+
+    def _exchange_on(self, conn: _Conn, first: bytes, second: bytes | None) -> _Answer:
         try:
             conn.sendall(first)
             if second is not None:
@@ -645,6 +658,7 @@ class RestClient:
         data = b"%s%x%s" % (self._infer_start, self._counter(), entry[1])
         conn.rx_at = None
         conn.have = 0
+        conn.deadline = token[1] + self.timeout_s  # a hand-over to a greenlet keeps it
         try:
             n = conn.sock.send(data)
         except BlockingIOError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -485,6 +486,32 @@ def test_timeout(scripted: Callable[..., ScriptedServer]) -> None:
     with RestClient(target, timeout_s=0.2) as client:
         out = client.infer(encode_for(target, rows_request()))
     assert (out.ok, out.error_kind, out.message) == (False, "timeout", "timed out after 0.2 s")
+
+
+def test_an_answer_dripping_in_times_out_as_a_whole(scripted: Callable[..., ScriptedServer]) -> None:
+    # each byte comes 0.5 ms after the last, the whole answer takes ~0.1 s: a 0.04 s timeout
+    # bounds the request, not each read
+    server = scripted(lambda i, head, body: http_response("200 OK", OK_BODY), trickle=True)
+    target = rest_target(server.port)
+    with RestClient(target, timeout_s=0.04) as client:
+        t0 = time.perf_counter()
+        out = client.infer(encode_for(target, rows_request()))
+        took = time.perf_counter() - t0
+    assert (out.ok, out.error_kind, out.message) == (False, "timeout", "timed out after 0.04 s")
+    assert took < 0.5  # (the whole answer would take over 0.1 s)
+
+
+def test_an_answer_dripping_in_over_tls_times_out_as_a_whole(
+    scripted: Callable[..., ScriptedServer], pki: dict[str, str],
+) -> None:
+    server = scripted(lambda i, head, body: http_response("200 OK", OK_BODY), server_context(pki), trickle=True)
+    target = rest_target(server.port, scheme="https", host="localhost")
+    with RestClient(target, timeout_s=0.04, tls=TlsConfig(ca_file=pki["ca"])) as client:
+        t0 = time.perf_counter()  # connecting and the handshake have their own timeout
+        out = client.infer(encode_for(target, rows_request()))
+        took = time.perf_counter() - t0
+    assert (out.ok, out.error_kind, out.message) == (False, "timeout", "timed out after 0.04 s")
+    assert took < 0.5  # (the whole answer would take over 0.1 s)
 
 
 def test_a_kept_alive_connection_the_server_closed_is_not_reused(
