@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.05
 _YIELD_EVERY = 16
 _KILL_WAIT_S = 5.0
-HUB_EVERY_S = 0.010  # the hub runs at least this often while the engine sleeps without it
+HUB_EVERY_S = 0.050  # the hub runs a full loop pass at least this often while the engine sleeps without it
 BLOCK_MAX_S = 0.010  # longer sleeps go through the hub
 _block = get_original("time", "sleep")  # a plain clock_nanosleep, not gevent's
 COALESCE_S = 0.001  # arrivals closer than this share one wake-up (bounds send lag, saves CPU)
@@ -308,7 +308,10 @@ class OpenLoopEngine:
                         # hub still runs at least every HUB_EVERY_S for Locust's greenlets
                         if wake - last_hub >= HUB_EVERY_S:
                             last_hub = wake
-                            gevent.sleep(0)
+                            # a timer already due: the hub polls I/O and runs its timers (Locust's
+                            # heartbeats, reports, messages from the master). gevent.sleep(0) only
+                            # runs callbacks, and the hub then polled once in 50 of them (0.5 s)
+                            timer.sleep_until(perf_counter())
                         rest = wake - perf_counter()
                         if rest > 0:
                             _block(rest)
