@@ -451,6 +451,14 @@ def run_quick(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _timed(fig: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """A figure with its wall time (``elapsed_s``): what `make bench`'s duration is made of."""
+    t0 = time.monotonic()
+    out = fig(*args)
+    out["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return out
+
+
 def run_full(args: argparse.Namespace) -> dict[str, Any]:
     from fast_target import NginxTarget, nginx_binary
 
@@ -471,18 +479,18 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
                 if "cpu" in only:
                     for protocol in ("rest", "grpc"):
                         ctx.log(f"CPU per request, {protocol}, {RATE_RPS} rps, {WINDOW_S:.0f} s window")
-                        out[f"cpu_{protocol}"] = fig_cpu(ctx, protocol)
+                        out[f"cpu_{protocol}"] = _timed(fig_cpu, ctx, protocol)
                         out[f"cpu_{protocol}"]["target_cpu_note"] = "MLServer's CPU per request (same window)"
                 if "latency" in only:
                     for protocol in ("rest", "grpc"):
                         ctx.log(f"latency agreement, {protocol}, ours and k6 side by side")
-                        out[f"latency_{protocol}"] = fig_latency(ctx, protocol)
+                        out[f"latency_{protocol}"] = _timed(fig_latency, ctx, protocol)
                 if "accuracy" in only:
                     ctx.log("schedule accuracy")
-                    out["accuracy"] = fig_accuracy(ctx)
+                    out["accuracy"] = _timed(fig_accuracy, ctx)
                 if "saturation" in only:
                     ctx.log("saturation search time")
-                    out["saturation"] = fig_saturation(ctx)
+                    out["saturation"] = _timed(fig_saturation, ctx)
         if only & {"max_rate", "scale_out"}:
             if nginx_binary() is None:
                 msg = "nginx not installed (apt-get install -y nginx-light): max-rate and scale-out skipped"
@@ -496,14 +504,14 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
                         out["max_rate"] = {}
                         for protocol in ("rest", "grpc"):
                             ctx.log(f"highest rate one worker holds, {protocol}")
-                            out["max_rate"][protocol] = fig_max_rate(ctx, protocol)
+                            out["max_rate"][protocol] = _timed(fig_max_rate, ctx, protocol)
                     if "scale_out" in only:
                         ctx.log("scale-out, 2 workers vs 1")
                         pin(fast.pid, set(range(os.cpu_count() or 1)))  # nginx may use either core here
-                        out["scale_out"] = fig_scale_out(ctx)
+                        out["scale_out"] = _timed(fig_scale_out, ctx)
         if "recording" in only:
             ctx.log("recording overhead")
-            out["recording"] = fig_recording(ctx)
+            out["recording"] = _timed(fig_recording, ctx)
     out["duration_s"] = time.monotonic() - started
     return out
 
