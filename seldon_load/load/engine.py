@@ -271,6 +271,11 @@ class OpenLoopEngine:
         send_inline = self.start
         hub = self._hub
         worker, out, idle = self._worker, self._out, self._workers
+        # A yield to the hub that is a full loop pass: I/O polled, timers run (Locust's heartbeats
+        # and reports, the master's messages, request greenlets' sockets). gevent.sleep(0) runs
+        # queued callbacks only, and the hub then polls once in 50 of them. A timer already
+        # due makes the hub poll.
+        hub_pass = (lambda: timer.sleep_until(perf_counter())) if timer is not None else (lambda: gevent.sleep(0))
         while not self._stop:
             plan = sched.plan
             clock.sync(plan)
@@ -308,10 +313,7 @@ class OpenLoopEngine:
                         # hub still runs at least every HUB_EVERY_S for Locust's greenlets
                         if wake - last_hub >= HUB_EVERY_S:
                             last_hub = wake
-                            # a timer already due: the hub polls I/O and runs its timers (Locust's
-                            # heartbeats, reports, messages from the master). gevent.sleep(0) only
-                            # runs callbacks, and the hub then polled once in 50 of them (0.5 s)
-                            timer.sleep_until(perf_counter())
+                            hub_pass()
                         rest = wake - perf_counter()
                         if rest > 0:
                             _block(rest)
@@ -345,7 +347,12 @@ class OpenLoopEngine:
                 if tick is not None:
                     collect()
                     tick(perf_counter())
-                gevent.sleep(0)
+                now = perf_counter()
+                if now - last_hub >= HUB_EVERY_S:  # behind schedule, no sleep for a while
+                    last_hub = now
+                    hub_pass()
+                else:
+                    gevent.sleep(0)  # request greenlets' callbacks; the hub polled recently
 
     def drain(self) -> None:
         """Wait for answers up to the drain timeout; what is still out is cancelled."""

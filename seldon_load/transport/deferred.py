@@ -81,7 +81,9 @@ class ReadBatcher:
         self._epoll = _epoll()
         self._owners: dict[int, Any] = {}  # fd -> client, for every open connection
         self._parked: dict[int, Any] = {}  # fd -> greenlet
-        self.inline: dict[int, tuple[Any, Any, Any, float]] = {}  # fd -> (client, conn, token, deadline)
+        # fd -> (client, conn, token) of an inline request; the client stores it when it sends,
+        # and the connection's ``deadline`` is the request's
+        self.inline: dict[int, tuple[Any, Any, Any]] = {}
         self.horizon_s = horizon_s
         self._next_wake = 0.0
         self._ready: Any = ()  # (fd, events) readable at the engine's last wake-up
@@ -125,11 +127,6 @@ class ReadBatcher:
         finally:
             self._parked.pop(fd, None)
 
-    def pending(self, fd: int, client: Any, conn: Any, token: Any) -> None:
-        """An inline request was sent on ``fd``; its answer is read by ``tick`` (callers on the
-        hot path may store the same tuple into ``inline`` themselves)."""
-        self.inline[fd] = (client, conn, token, token[1] + client.timeout_s)
-
     def hand_over(self, token: Any, fn: Callable[..., Outcome], *args: Any) -> None:
         """An inline request that must finish in a greenlet of its own."""
         self.on_handoff(token, fn, *args)
@@ -154,7 +151,7 @@ class ReadBatcher:
                 if g is not None:
                     self._run(g.switch, True)
             now = perf_counter()
-            if inline and inline[next(iter(inline))][3] <= now:  # the oldest (dicts keep insertion order)
+            if inline and inline[next(iter(inline))][1].deadline <= now:  # the oldest (dicts keep insertion order)
                 self._expire(inline, now)
             if (parked or inline) and next_wake - now > self.horizon_s:
                 self.release()
@@ -175,8 +172,8 @@ class ReadBatcher:
     def _expire(self, inline: dict, now: float) -> None:
         while inline:
             fd = next(iter(inline))  # the oldest (dicts keep insertion order)
-            client, conn, token, deadline = inline[fd]
-            if deadline > now:
+            client, conn, token = inline[fd]
+            if conn.deadline > now:
                 return
             del inline[fd]
             self.on_done(token, client.timed_out(conn), now)
@@ -189,7 +186,7 @@ class ReadBatcher:
         for g in parked.values():
             run(g.switch, False)
         inline, self.inline = self.inline, {}
-        for client, conn, token, _deadline in inline.values():
+        for client, conn, token in inline.values():
             self.on_handoff(token, client.finish, conn)
 
     def start(self) -> None:

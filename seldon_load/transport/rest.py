@@ -670,7 +670,7 @@ class RestClient:
             conn._sent = n > 0
             batcher.hand_over(token, self._finish_send, conn, data[n:])
             return True
-        batcher.inline[conn.fd] = (self, conn, token, token[1] + self.timeout_s)  # batcher.pending, inlined
+        batcher.inline[conn.fd] = (self, conn, token)
         return True
 
     def poll(self, conn: _PlainConn) -> Outcome | None:
