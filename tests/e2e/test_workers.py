@@ -14,20 +14,30 @@ pytestmark = pytest.mark.e2e
 LOCUSTFILE = "seldon_load/locustfile.py"
 
 
-def test_late_worker_takes_a_share_without_changing_the_total(testbed, tmp_path):
+def _master(testbed, tmp_path, stages: str) -> tuple[subprocess.Popen, int]:
+    """A headless master that starts once one worker is there; its port."""
     port = free_port()
     master = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--only-summary", "--master",
          "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", "1",
-         "--host", testbed.rest_url, "--model", "synth-5ms", "--stages", "60:0s:14s", "--settle", "0s",
+         "--host", testbed.rest_url, "--model", "synth-5ms", "--stages", stages, "--settle", "0s",
          "--results", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    worker_cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1",
-                  "--master-port", str(port)]
-    workers = [subprocess.Popen(worker_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    return master, port
+
+
+def _worker(port: int, locustfile: str = LOCUSTFILE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "locust", "-f", locustfile, "--worker", "--master-host",
+                             "127.0.0.1", "--master-port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_late_worker_takes_a_share_without_changing_the_total(testbed, tmp_path):
+    master, port = _master(testbed, tmp_path, "60:0s:14s")
+    workers = [_worker(port)]
     try:
         time.sleep(7)
-        workers.append(subprocess.Popen(worker_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        workers.append(_worker(port))
         out, _ = master.communicate(timeout=90)
         assert master.returncode == 0, out[-3000:]
     finally:
@@ -50,16 +60,8 @@ def test_late_worker_takes_a_share_without_changing_the_total(testbed, tmp_path)
 
 
 def test_a_worker_that_missed_its_plan_gets_it_again(testbed, tmp_path):
-    port = free_port()
-    master = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--only-summary", "--master",
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", "1",
-         "--host", testbed.rest_url, "--model", "synth-5ms", "--stages", "40:0s:8s", "--settle", "0s",
-         "--results", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    worker = subprocess.Popen([sys.executable, "-m", "locust", "-f", "tests/faults/lossy_locustfile.py", "--worker",
-                               "--master-host", "127.0.0.1", "--master-port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    master, port = _master(testbed, tmp_path, "40:0s:8s")
+    worker = _worker(port, "tests/faults/lossy_locustfile.py")
     try:
         out, _ = master.communicate(timeout=90)
         assert master.returncode == 0, out[-3000:]
