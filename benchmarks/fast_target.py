@@ -69,7 +69,9 @@ def nginx_binary() -> str | None:
     return None
 
 
-def _nginx_conf(tmp: Path, http_port: int, grpc_port: int) -> str:
+def _nginx_conf(tmp: Path, http_port: int, grpc_port: int, workers: int = 1) -> str:
+    reuse = " reuseport" if workers > 1 else ""  # the kernel spreads connections over the workers
+    affinity = " worker_cpu_affinity auto;" if workers > 1 else ""  # worker i on CPU i
     reply = json.dumps(INFER_REPLY, separators=(",", ":"))
     meta = json.dumps(METADATA, separators=(",", ":"))
     temp = "\n".join(f"  {d}_temp_path {tmp / d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -81,7 +83,7 @@ def _nginx_conf(tmp: Path, http_port: int, grpc_port: int) -> str:
         for method in grpc_replies()
     )
     return f"""
-worker_processes 1;
+worker_processes {workers};{affinity}
 pid {tmp / "nginx.pid"};
 error_log {tmp / "error.log"} warn;
 events {{ worker_connections 8192; }}
@@ -91,7 +93,7 @@ http {{
   keepalive_requests 100000000;
   keepalive_timeout 300s;
   server {{
-    listen 127.0.0.1:{http_port} backlog=4096;
+    listen 127.0.0.1:{http_port} backlog=4096{reuse};
     location ~ ^/v2/models/[^/]+/infer$ {{ default_type application/json; return 200 '{reply}'; }}
     location ~ ^/v2/models/[^/]+/ready$ {{ return 200; }}
     location = /v2/health/ready {{ return 200; }}
@@ -100,7 +102,7 @@ http {{
     location = /nginx_status {{ stub_status; }}
   }}
   server {{
-    listen 127.0.0.1:{grpc_port} http2 backlog=4096;
+    listen 127.0.0.1:{grpc_port} http2 backlog=4096{reuse};
     http2_max_concurrent_streams 1024;
 {grpc_locations}
     location /grpc-static/ {{
@@ -117,10 +119,12 @@ http {{
 
 
 class NginxTarget:
-    """nginx on two free loopback ports (REST, gRPC), one worker process; ``pid`` is the
-    worker's (the process that serves, for CPU accounting)."""
+    """nginx on two free loopback ports (REST, gRPC), ``workers`` worker processes (more than
+    one: one per core, connections spread by the kernel); ``pid`` is the first worker's (the
+    process that serves, for pinning), ``pids`` all of them (for CPU accounting)."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
         exe = nginx_binary()
         if exe is None:
             raise RuntimeError("nginx not installed (Debian: apt-get install -y nginx-light)")
@@ -147,13 +151,17 @@ class NginxTarget:
         return float(lines[2].split()[2])
 
     @property
-    def pid(self) -> int | None:
+    def pids(self) -> list[int]:
         import psutil
 
         if self.proc is None:
-            return None
+            return []
         kids = psutil.Process(self.proc.pid).children()
-        return kids[0].pid if kids else self.proc.pid
+        return [k.pid for k in kids] if kids else [self.proc.pid]
+
+    @property
+    def pid(self) -> int | None:
+        return (self.pids or [None])[0]
 
     def __enter__(self) -> NginxTarget:
         self.dir.chmod(0o755)  # nginx's worker runs as an unprivileged user and reads the replies
@@ -161,7 +169,7 @@ class NginxTarget:
         for method, data in grpc_replies().items():
             (self.dir / "grpc" / f"{method}.bin").write_bytes(data)
         conf = self.dir / "nginx.conf"
-        conf.write_text(_nginx_conf(self.dir, self.http_port, self.grpc_port))
+        conf.write_text(_nginx_conf(self.dir, self.http_port, self.grpc_port, self.workers))
         self.proc = subprocess.Popen([self.exe, "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10

@@ -75,12 +75,16 @@ class TreeCpu:
         return sorted(self.procs)
 
 
-def pid_cpu_seconds(pid: int) -> float:
-    try:
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
-    except psutil.Error:
-        return 0.0
+def pid_cpu_seconds(pid: int | list[int]) -> float:
+    """User+sys CPU seconds of a process (or the sum over a list of them)."""
+    total = 0.0
+    for one in pid if isinstance(pid, list) else [pid]:
+        try:
+            t = psutil.Process(one).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 # ---------------------------------------------------------------------------- counters
@@ -128,7 +132,7 @@ def measure_window(
     count: Callable[[], float],
     rate_rps: float,
     window_s: float,
-    target_pid: int | None,
+    target_pid: int | list[int] | None,
     warmup_s: float = 2.0,
     start_timeout_s: float = 60.0,
 ) -> Window | None:
@@ -244,7 +248,7 @@ def seldon_load_cmd(host: str, model: str, protocol: str, stages: str, workers: 
 
 
 def run_ours(cmd: list[str], count: Callable[[], float] | None = None, rate_rps: float = 0.0,
-             window_s: float = 0.0, target_pid: int | None = None, timeout_s: float = 300.0,
+             window_s: float = 0.0, target_pid: int | list[int] | None = None, timeout_s: float = 300.0,
              warmup_s: float = 2.0, preexec: Callable[[], None] | None = None,
              on_start: Callable[[int], None] | None = None) -> OurRun:
     """Run ``seldon-load run``; with ``count`` measure a steady window while it runs.

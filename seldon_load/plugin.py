@@ -152,7 +152,16 @@ class Session:
 
     def judge(self, win) -> Verdict:
         row = stage_row(self.aggregate, win, self.names(), self.settings.criteria, open_loop=True)
-        return Verdict(ready=True, sustained=bool(row["sustained"]))
+        # The auto search's capacity estimate: completions a second (by completion time; by send
+        # time an overloaded stage counts its offered rate) less the share that failed. Not if the
+        # generator lagged or ran out of CPU (its own limit then). Its "offered only" reason does
+        # not count here: at verdict time an overloaded stage still has requests out.
+        crit, answered, good = self.settings.criteria, row["requests"], None
+        lag, cpu = row["send_lag_ms"]["p99"], row["cpu_percent_max"]
+        behind = (lag is not None and lag > crit.max_send_lag_ms) or (cpu is not None and cpu > crit.max_cpu_percent)
+        if answered and not behind:
+            good = row["achieved_rps"] * row["ok"] / answered
+        return Verdict(ready=True, sustained=bool(row["sustained"]), throughput_rps=good)
 
     def _start_drainer(self) -> None:
         if self._drainer is None or self._drainer.dead:

@@ -75,7 +75,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--stages", default="", include_in_web_ui=True,
                    help="Open-loop RPS stages RPS:RAMP:HOLD,... e.g. 50:10s:30s,100:10s:30s")
     g.add_argument("--auto", action="store_true", default=False, include_in_web_ui=True,
-                   help="Find the saturation point automatically (geometric rise, then bisection)")
+                   help="Find the saturation point automatically (doubling, then narrowing from measured throughput)")
     g.add_argument("--max-rps", type=float, default=2000.0, include_in_web_ui=True,
                    help="Ceiling for --auto; never exceeded")
     g.add_argument("--auto-start-rps", type=float, default=10.0, include_in_web_ui=False,

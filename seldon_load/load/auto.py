@@ -1,8 +1,14 @@
 """Automatic saturation search as a pure state machine (no clocks, no Locust).
 
-Rises geometrically until a stage is not sustained, then bisects (geometric mean) between
-the last sustained and the first unsustained rate, until the bracket is within
-``precision`` of its lower end. Never proposes more than ``max_rps``.
+Rises geometrically until a stage is not sustained, then narrows the bracket between the
+highest sustained and the lowest unsustained rate until it is within ``precision`` of its
+lower end. Never proposes more than ``max_rps``.
+
+Narrowing uses what an overloaded stage measured: an open-loop server that fell behind
+completed requests at its capacity, so its throughput is the next rate to try (kept inside
+the bracket, at least ``precision`` from either end, so each probe can close it). That
+takes one or two stages where bisection takes four or five. A stage that kept up with
+its rate but failed on latency or errors says nothing about capacity: bisect then.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class AutoSearch:
     hi: float | None = None  # lowest unsustained rate seen
     history: list[tuple[float, bool]] = field(default_factory=list)
     done_reason: str | None = None
+    probing: float | None = None  # the rate last proposed from a throughput estimate
 
     def first(self) -> float:
         return min(self.config.start_rps, self.config.max_rps)
@@ -56,8 +63,10 @@ class AutoSearch:
     def hold_s(self) -> float:
         return self.config.narrow_hold_s if self.narrowing else self.config.hold_s
 
-    def next(self, rate: float, sustained: bool) -> float | None:
-        """Record a stage verdict; return the next rate to try, or None when done."""
+    def next(self, rate: float, sustained: bool, throughput: float | None = None) -> float | None:
+        """Record a stage verdict; return the next rate to try, or None when done.
+
+        ``throughput`` is the rate of good answers the stage measured, if known."""
         self.history.append((rate, sustained))
         cfg = self.config
         if sustained:
@@ -69,13 +78,31 @@ class AutoSearch:
                 self.done_reason = f"not saturated up to --max-rps {cfg.max_rps:g}"
                 return None
             return min(rate * cfg.growth, cfg.max_rps)
+        if self.lo is not None and (self.hi - self.lo) / self.lo <= cfg.precision + 1e-9:
+            self.done_reason = f"bracket {self.lo:g}..{self.hi:g} rps within {cfg.precision:.0%}"
+            return None
+        probed, self.probing = self.probing, None
+        if sustained and probed == rate:
+            # the estimate held: the bracket's next probe is just above it, which may close it
+            return self.lo * (1 + cfg.precision)
+        estimate = self.probing = self._estimate(rate, sustained, throughput)
         if self.lo is None:
-            nxt = rate / cfg.growth
+            nxt = estimate if estimate is not None else rate / cfg.growth
             if nxt < cfg.min_rps:
                 self.done_reason = f"not sustained even at {rate:g} rps"
                 return None
             return nxt
-        if (self.hi - self.lo) / self.lo <= cfg.precision:
-            self.done_reason = f"bracket {self.lo:g}..{self.hi:g} rps within {cfg.precision:.0%}"
+        return estimate if estimate is not None else math.sqrt(self.lo * self.hi)
+
+    def _estimate(self, rate: float, sustained: bool, throughput: float | None) -> float | None:
+        """The overloaded stage's throughput as the next rate, inside the bracket; None if the
+        stage did not fall behind (or the bracket is too narrow to place it)."""
+        p = self.config.precision
+        if sustained or not throughput or throughput <= 0 or throughput * (1 + p) > rate:
             return None
-        return math.sqrt(self.lo * self.hi)
+        assert self.hi is not None
+        low = self.lo * (1 + p) if self.lo is not None else 0.0
+        high = self.hi / (1 + p)
+        if low > high:
+            return None
+        return min(max(throughput, low), high)

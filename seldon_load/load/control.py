@@ -33,6 +33,7 @@ class Channel(Protocol):
 class Verdict:
     ready: bool
     sustained: bool = False
+    throughput_rps: float | None = None  # good answers a second; None if the generator fell behind
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Controller:
         verdict = self.judge(win)
         if not verdict.ready:
             return
-        nxt = self.search.next(win.target_rps, verdict.sustained)
+        nxt = self.search.next(win.target_rps, verdict.sustained, verdict.throughput_rps)
         auto = self.config.auto
         if nxt is not None:
             hold = self.search.hold_s()
@@ -173,8 +174,10 @@ class Controller:
             pause = (auto.cooldown_s if not verdict.sustained else 0.5) + max(0.0, el - self.plan.end_s)
             self.plan.add_segment(pause, 0.0, COOLDOWN)
             self.plan.add_stage(nxt, auto.ramp_s, self.search.hold_s())
-            log.info("auto search: stage %d at %.1f rps (%s)", len(self.plan.stages) - 1, nxt,
-                     "sustained" if verdict.sustained else "not sustained")
+            done = ("sustained" if verdict.sustained else "not sustained") + (
+                f", {verdict.throughput_rps:.1f} rps answered" if verdict.throughput_rps is not None else "")
+            log.info("auto search: %.1f rps %s; stage %d at %.1f rps", win.target_rps, done,
+                     len(self.plan.stages) - 1, nxt)
         self.publish()
 
     # ---- the tick ---------------------------------------------------------------------

@@ -40,3 +40,51 @@ def test_rejects_bad_config():
         AutoConfig(start_rps=100, max_rps=10).validate()
     with pytest.raises(ConfigError):
         AutoConfig(precision=0).validate()
+
+
+def run_open_loop(capacity, delivered=1.0, **kw):
+    """A server that, once overloaded, completes ``delivered`` x its capacity a second."""
+    s = AutoSearch(AutoConfig(**kw).validate())
+    rate, tried = s.first(), []
+    while rate is not None:
+        tried.append(rate)
+        ok = rate <= capacity
+        rate = s.next(rate, ok, rate if ok else capacity * delivered)
+    return s, tried
+
+
+@pytest.mark.parametrize("capacity", [37.0, 100.0, 200.0, 299.0, 640.0])
+def test_an_overloaded_stages_throughput_closes_the_bracket_in_fewer_stages(capacity):
+    s, tried = run_open_loop(capacity, start_rps=10, max_rps=5000, precision=0.05)
+    assert s.lo <= capacity < s.hi
+    assert (s.hi - s.lo) / s.lo <= 0.05 + 1e-9
+    _, bisected = run(capacity, start_rps=10, max_rps=5000, precision=0.05)
+    after_first_failure = len(tried) - tried.index(s.history[[v for _, v in s.history].index(False)][0])
+    assert after_first_failure <= 3, tried
+    assert len(tried) < len(bisected), (tried, bisected)
+
+
+def test_the_testbeds_capacity_takes_four_stages_from_100_rps():
+    s, tried = run_open_loop(200.0, start_rps=100, max_rps=1000, precision=0.05)
+    assert tried == [100, 200, 400, 210]
+    assert s.lo == 200
+
+
+@pytest.mark.parametrize("delivered", [0.5, 0.8])
+def test_a_server_that_degrades_under_overload_is_still_bracketed(delivered):
+    s, tried = run_open_loop(300.0, delivered, start_rps=10, max_rps=5000, precision=0.05)
+    assert s.lo <= 300.0 < s.hi and (s.hi - s.lo) / s.lo <= 0.05 + 1e-9
+    assert len(tried) < 20
+
+
+def test_a_stage_that_kept_up_but_failed_bisects_instead():
+    """Failed on latency with throughput equal to its rate: no capacity estimate in it."""
+    s = AutoSearch(AutoConfig(start_rps=100, max_rps=1000, precision=0.05).validate())
+    assert s.next(100, True, 100) == 200
+    assert s.next(200, False, 199) == pytest.approx((100 * 200) ** 0.5)
+
+
+def test_first_stage_overloaded_goes_to_its_throughput():
+    s = AutoSearch(AutoConfig(start_rps=400, max_rps=1000, precision=0.05).validate())
+    assert s.next(400, False, 120) == 120
+    assert s.next(120, True, 120) == pytest.approx(126)
