@@ -48,6 +48,8 @@ locust.runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_HEARTBEAT_TIMEOUT_S
 PLAN, FLUSH, FINAL = "seldon_load:plan", "seldon_load:flush", "seldon_load:final"
 READY = "seldon_load:ready"  # worker -> master: settings loaded, send me my plan
 PLAN_RESEND_S = 1.0  # a worker still reporting an older plan this long after it was sent gets it again
+FINALS_WAIT_S = 0.9  # the shape's own short-step wait for the final reports (Locust ticks every 1 s)
+WORKERS_WAIT_S = 5.0  # a headless master's own short-step wait for its workers (then Locust's loop)
 LOCAL = "local"
 
 
@@ -340,7 +342,15 @@ class SeldonLoadShape(LoadTestShape):
             except SeldonLoadError as exc:
                 log.error("%s", exc)
                 return None
-        answer = session.controller.tick()
+        controller = session.controller
+        answer = controller.tick()
+        if answer is not None and controller.finishing_since is not None:
+            # the workers' final reports come within milliseconds of the flush the tick asked
+            # for, and Locust ticks once a second: wait for them here instead
+            deadline = perf_counter() + FINALS_WAIT_S
+            while not controller.all_final and perf_counter() < deadline:
+                gevent.sleep(0.02)
+            answer = controller.tick()
         if answer is None:
             return None
         count, rate = answer
@@ -419,6 +429,18 @@ def _on_init(environment, **_kw) -> None:
     if headless:
         gevent.spawn(_progress_loop, session)
         atexit.register(_results_when_no_test_ran, session)
+        if isinstance(runner, MasterRunner):
+            _wait_for_workers(runner, int(getattr(opts, "expect_workers", 1) or 1))
+
+
+def _wait_for_workers(runner, expected: int) -> None:
+    """Locust's headless master looks for its workers once a second, right after this init: a
+    worker that connects a few ms after that look costs the whole test a second's start.
+    Waiting here in short steps starts it as soon as they are ready; workers slower than
+    WORKERS_WAIT_S are left to Locust's own wait and its --expect-workers-max-wait."""
+    deadline = perf_counter() + WORKERS_WAIT_S
+    while len(runner.clients.ready) < expected and perf_counter() < deadline:
+        gevent.sleep(0.02)
 
 
 def _scrub_failures(environment, secrets: list[str]) -> None:

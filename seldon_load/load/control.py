@@ -212,12 +212,16 @@ class Controller:
         # open loop drains in-flight requests, closed loop lets each user finish its request: both
         # within the drain timeout
         limit = self.config.final_wait_s + self.config.drain_timeout_s
-        if set(self.engine_ids) <= self.finals or waited > limit:
+        if self.all_final or waited > limit:
             if waited > limit:
                 log.warning("final reports missing from %s after %.0fs", sorted(set(self.engine_ids) - self.finals), waited)
             self.done = True
             return None
         return count, rate
+
+    @property
+    def all_final(self) -> bool:
+        return set(self.engine_ids) <= self.finals
 
     def on_final(self, engine_id: str) -> None:
         self.finals.add(engine_id)
