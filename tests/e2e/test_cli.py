@@ -5,15 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import psutil
 import pytest
 
 from seldon_load.cli import LOCUSTFILE
 from seldon_load.testbed.server import free_port
-from tests.helpers.run import assert_accounting, seldon_load
+from tests.helpers.run import OutputLines, assert_accounting, seldon_load
 
 pytestmark = pytest.mark.e2e
 
@@ -128,32 +126,11 @@ def test_testbed_up_status_down_leaves_no_process(tmp_path):
     assert _mlservers_under(tmp_path / "tb") == []
 
 
-class _Lines:
-    """A child's merged output, read by a thread, so a test can wait for a line without blocking."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-        self._thread.start()
-
-    def wait_for(self, needle: str, timeout_s: float) -> bool:
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if any(needle in line for line in list(self.lines)):
-                return True
-            time.sleep(0.2)
-        return False
-
-    def text(self) -> str:
-        self._thread.join(timeout=10)
-        return "".join(self.lines)
-
-
 def test_ctrl_c_stops_every_process(testbed, tmp_path):
     cmd = [sys.executable, "-m", "seldon_load.cli", "run", "--host", testbed.rest_url, "--model", "synth-5ms",
            "--stages", "20:0s:60s", "--workers", "2", "--results", str(tmp_path)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = _Lines(p)
+    out = OutputLines(p)
     try:
         # the master's progress line: the test runs on both workers
         assert out.wait_for("[seldon-load] t=", 90), "the test never started"
@@ -193,7 +170,7 @@ def _no_test_ran(tmp_path) -> dict:
 def test_ctrl_c_before_the_workers_connect_still_writes_results(testbed, tmp_path):
     p = subprocess.Popen(_waiting_master(testbed, tmp_path, 60), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
-    out = _Lines(p)
+    out = OutputLines(p)
     try:
         # Locust says so once it has waited 5 s for its workers (init, preflight included, is done)
         assert out.wait_for("Waiting for workers to be ready", 60), out.text()[-2000:]

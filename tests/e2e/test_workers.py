@@ -2,12 +2,12 @@
 
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
 
 from seldon_load.testbed.server import free_port
+from tests.helpers.run import OutputLines
 
 pytestmark = pytest.mark.e2e
 
@@ -35,10 +35,14 @@ def _worker(port: int, locustfile: str = LOCUSTFILE) -> subprocess.Popen:
 def test_late_worker_takes_a_share_without_changing_the_total(testbed, tmp_path):
     master, port = _master(testbed, tmp_path, "60:0s:14s")
     workers = [_worker(port)]
+    lines = OutputLines(master)
     try:
-        time.sleep(7)
+        # the master's first progress line (t=4 s of the test): join a few seconds in, on a busy
+        # machine too (a fixed sleep from the master's start raced its start-up)
+        assert lines.wait_for("[seldon-load] t=", 60), lines.text()[-3000:]
         workers.append(_worker(port))
-        out, _ = master.communicate(timeout=90)
+        master.wait(timeout=90)
+        out = lines.text()
         assert master.returncode == 0, out[-3000:]
     finally:
         for p in [master, *workers]:

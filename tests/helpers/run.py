@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,27 @@ class Run:
     @property
     def results(self) -> dict:
         return orjson.loads((self.results_dir / "results.json").read_bytes())
+
+
+class OutputLines:
+    """A child's merged output, read by a thread, so a test can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, needle: str, timeout_s: float) -> bool:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if any(needle in line for line in list(self.lines)):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
 
 
 def seldon_load(args: list[str], results_dir: Path | None = None, timeout_s: float = 240) -> Run:
