@@ -27,14 +27,18 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/seldon-load demo --results results/demo
 
-# The fast static target of the max-rate and scale-out figures is Debian's nginx; run_all.py
-# skips those two figures with a message where it cannot be installed.
+# The fast static target of the max-rate and scale-out figures is Debian's nginx, and tcpdump
+# is the wire-level judge of the REST latency figure; run_all.py skips what cannot be installed.
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench]'
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) || \
 		  echo "nginx not installed: the max-rate and scale-out figures will be skipped"; }
+	@command -v tcpdump >/dev/null 2>&1 || test -x /usr/bin/tcpdump || \
+		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null) || \
+		  echo "tcpdump not installed: the latency figure will have no wire-level judge"; }
 	$(PY) benchmarks/run_all.py --out docs/performance-data.json
 
 bench-smoke: $(STAMP)

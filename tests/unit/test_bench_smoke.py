@@ -58,3 +58,39 @@ def test_mlserver_counter_parsing() -> None:
     )
     assert harness.count_in(text, "synth-1ms") == 12.0
     assert harness.count_in(text, "synth-5ms") == 0.0
+
+
+def _pcap(tmp_path: Path, packets: list[tuple[float, int, int, int]]) -> Path:
+    """A nanosecond pcap of IPv4/TCP packets on Ethernet framing (what tcpdump writes for lo)."""
+    import struct
+
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1))
+    for ts, sport, dport, payload in packets:
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, 0, 0, 5 << 4, 0x18, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + payload, 0, 0, 64, 6, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+        frame = bytes(14) + ip + tcp  # captured without the payload (a short snaplen)
+        sec = int(ts)
+        out += struct.pack("<IIII", sec, round((ts - sec) * 1e9), len(frame), len(frame) + payload) + frame
+    path = tmp_path / "lo.pcap"
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_the_wire_judge_times_each_keep_alive_exchange(tmp_path: Path) -> None:
+    import wire
+
+    server, a, b = 8080, 40001, 40002
+    path = _pcap(tmp_path, [
+        (10.000, a, server, 300), (10.0001, server, a, 0),  # request, bare ack
+        (10.001, b, server, 300),
+        (10.002, server, a, 100), (10.003, server, a, 50),  # a's answer in two segments: 3 ms
+        (10.004, server, b, 120),  # b: 3 ms
+        (10.010, a, server, 200), (10.011, a, server, 100),  # a's next request in two segments
+        (10.0125, server, a, 90),  # 2.5 ms from its first segment
+    ])
+    got = wire.exchanges(path, server)
+    assert got[a] == pytest.approx([3.0, 2.5], abs=1e-6)
+    assert got[b] == pytest.approx([3.0], abs=1e-6)
+    assert wire.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert wire.percentile([float(i) for i in range(1, 101)], 99) == 99.0

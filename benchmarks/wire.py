@@ -1,0 +1,162 @@
+"""A wire-level judge of REST latency: what the loopback interface saw, per generator.
+
+When two generators disagree on a percentile, neither is the ruler. A packet capture is:
+the kernel stamps each packet as it crosses ``lo``. On one kept-alive HTTP/1.1 connection
+(neither generator pipelines) an exchange runs from the first client payload segment after
+an answer to the last server payload segment before the next request. Connections are
+told apart by their client port, and each port is mapped to the process that owns it
+while the run is on (``psutil.net_connections``), so one capture judges both generators of
+a side-by-side run. tcpdump must be installed and allowed to capture (root, or CAP_NET_RAW).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+SNAPLEN = 128  # headers are enough: payload sizes come from the IP header
+
+
+def tcpdump_binary() -> str | None:
+    return shutil.which("tcpdump") or next((p for p in ("/usr/bin/tcpdump", "/usr/sbin/tcpdump")
+                                            if Path(p).is_file()), None)
+
+
+class Capture:
+    """tcpdump on ``lo`` for one server port, plus the owners of the client ports seen."""
+
+    def __init__(self, server_port: int) -> None:
+        self.port = server_port
+        self._dir = tempfile.TemporaryDirectory(prefix="seldon-load-wire-")
+        self.file = Path(self._dir.name) / "lo.pcap"
+        self.owners: dict[int, str] = {}  # client port -> label of its process (see label_of)
+        self._labels: dict[int, str] = {}
+        self._proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_owners, daemon=True)
+
+    def __enter__(self) -> Capture:
+        exe = tcpdump_binary()
+        if exe is None:
+            raise RuntimeError("tcpdump not installed (Debian: apt-get install -y tcpdump)")
+        self._proc = subprocess.Popen(
+            [exe, "-i", "lo", "-n", "-U", "-s", str(SNAPLEN), "--time-stamp-precision=nano", "-w", str(self.file),
+             f"tcp port {self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 10
+        assert self._proc.stderr is not None
+        line = self._proc.stderr.readline().decode(errors="replace")  # "listening on lo, ..."
+        if "listening" not in line or time.monotonic() > deadline:
+            self.__exit__()
+            raise RuntimeError(f"tcpdump did not start: {line.strip()}")
+        self._sampler.start()
+        return self
+
+    def _sample_owners(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                conns = psutil.net_connections(kind="tcp4")
+            except psutil.Error:
+                continue
+            for c in conns:
+                if c.pid and c.raddr and c.raddr.port == self.port and c.laddr.ip == "127.0.0.1":
+                    if c.pid not in self._labels:
+                        self._labels[c.pid] = label_of(c.pid)
+                    self.owners.setdefault(c.laddr.port, self._labels[c.pid])
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._sampler.is_alive():
+            self._sampler.join(timeout=5)
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)  # flushes the file
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+
+    def latencies_ms(self, label: str) -> list[float]:
+        """Exchange times (ms) on the connections of the processes labelled ``label``."""
+        ports = {port for port, owner in self.owners.items() if owner == label}
+        return [x for port, xs in exchanges(self.file, self.port).items() if port in ports for x in xs]
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def label_of(pid: int) -> str:
+    """"k6", "worker" (a seldon-load/Locust worker) or "other" (a master's preflight, a scraper)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.name().startswith("k6"):
+            return "k6"
+        return "worker" if "--worker" in proc.cmdline() else "other"
+    except psutil.Error:
+        return "other"
+
+
+def _packets(path: Path):
+    """(timestamp s, src port, dst port, TCP payload bytes) of each IPv4 TCP packet."""
+    data = path.read_bytes()
+    magic = struct.unpack_from("<I", data, 0)[0]
+    order = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    magic = struct.unpack_from(order + "I", data, 0)[0]
+    frac = 1e-9 if magic == 0xA1B23C4D else 1e-6
+    link = struct.unpack_from(order + "I", data, 20)[0]
+    offset = {1: 14, 113: 16, 276: 20, 0: 4}.get(link)
+    if offset is None:
+        raise RuntimeError(f"unsupported pcap link type {link}")
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, sub, incl, _orig = struct.unpack_from(order + "IIII", data, pos)
+        pkt = data[pos + 16: pos + 16 + incl]
+        pos += 16 + incl
+        ip = pkt[offset:]
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
+            continue
+        ihl = (ip[0] & 15) * 4
+        total = struct.unpack_from("!H", ip, 2)[0]
+        tcp = ip[ihl:]
+        if len(tcp) < 13:
+            continue
+        sport, dport = struct.unpack_from("!HH", tcp, 0)
+        payload = total - ihl - (tcp[12] >> 4) * 4
+        yield sec + sub * frac, sport, dport, payload
+
+
+def exchanges(path: Path, server_port: int) -> dict[int, list[float]]:
+    """Per client port, the request-to-answer times (ms) on the wire."""
+    out: dict[int, list[float]] = {}
+    state: dict[int, list[float | None]] = {}  # port -> [request start, last answer segment]
+    for ts, sport, dport, payload in _packets(path):
+        if payload <= 0:
+            continue
+        if dport == server_port:
+            st = state.setdefault(sport, [None, None])
+            if st[0] is None or st[1] is not None:
+                if st[0] is not None and st[1] is not None:
+                    out.setdefault(sport, []).append((st[1] - st[0]) * 1e3)
+                st[0], st[1] = ts, None
+        elif sport == server_port and dport in state:
+            state[dport][1] = ts
+    for port, (start, end) in state.items():
+        if start is not None and end is not None:
+            out.setdefault(port, []).append((end - start) * 1e3)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    xs = sorted(values)
+    k = max(0, min(len(xs) - 1, int(-(-q * len(xs) // 100)) - 1))
+    return xs[k]
