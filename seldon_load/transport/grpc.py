@@ -118,17 +118,19 @@ class GrpcClient:
         """One inference call with pre-serialized request bytes; never raises for server or
         network faults."""
         body = req if type(req) is bytes else req.body  # type: ignore[union-attr]
-        code, message, data = self._h2.call(self._infer_block + self._request_id(), body)
+        (code, message, data), received = self._h2.call_at(self._infer_block + self._request_id(), body)
         if code:
             if code == h2.CANCELLED and self._closed:
                 return Outcome(False, oc.CANCELLED, "client closed")
-            return result_outcome(code, message)
+            out = result_outcome(code, message)
+            out.received_at = received
+            return out
         if self.validate:
             try:
                 pb_codec.check_response(data)
             except OIPError as exc:
-                return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)), len(data))
-        return Outcome(True, None, None, len(data))
+                return Outcome(False, oc.INVALID_RESPONSE, shorten(str(exc)), len(data), received)
+        return Outcome(True, None, None, len(data), received)
 
     # ------------------------------------------------------------------ control plane
 

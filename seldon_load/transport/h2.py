@@ -33,6 +33,7 @@ from gevent.lock import Semaphore
 from greenlet import getcurrent
 
 from seldon_load.transport import hpack
+from seldon_load.transport.deferred import ANC_BYTES, enable_rx_stamps, rx_stamp
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -78,7 +79,8 @@ def grpc_timeout(timeout_s: float) -> str:
 
 
 class _Stream:
-    __slots__ = ("id", "waiter", "headers_seen", "http_status", "content_type", "parts", "result", "send_window")
+    __slots__ = ("id", "waiter", "headers_seen", "http_status", "content_type", "parts", "result", "send_window",
+                 "received_at")
 
     def __init__(self, stream_id: int, waiter: Any, send_window: int) -> None:
         self.id = stream_id
@@ -89,6 +91,7 @@ class _Stream:
         self.parts: list[bytes] = []
         self.result: Result | None = None
         self.send_window = send_window
+        self.received_at: float | None = None  # the kernel's receive time of the read that ended it
 
 
 class ConnectionFailed(Exception):
@@ -116,6 +119,10 @@ class H2Connection:
         self._lock = Semaphore()
         self._window_waiters: list[Any] = []
         self._headers_pending: tuple[int, int, list[bytes]] | None = None
+        # cleartext reads carry the kernel's receive stamp: a stream's end is timed when its last
+        # bytes arrived, not when this reader's greenlet got round to them (as REST answers are)
+        self.stamped = plain and enable_rx_stamps(sock)
+        self.rx_at: float | None = None
         if plain:
             sock.setblocking(False)
             self._read = hub.loop.io(sock.fileno(), 1)
@@ -214,7 +221,11 @@ class H2Connection:
             self._wait(self._read)
         while True:
             try:
-                return self.sock.recv_into(view)
+                if not self.stamped:
+                    return self.sock.recv_into(view)
+                n, anc, _flags, _addr = self.sock.recvmsg_into((view,), ANC_BYTES)
+                self.rx_at = rx_stamp(anc) if anc else None
+                return n
             except BlockingIOError:
                 self._wait(self._read)
 
@@ -401,10 +412,12 @@ class H2Connection:
         if stream is None:
             return
         stream.result = (code, message, data)
+        stream.received_at = self.rx_at
         self.hub.loop.run_callback(stream.waiter.switch, None)
 
     def fail(self, reason: str, code: int = UNAVAILABLE) -> None:
         """The connection is gone: every open stream ends with ``code``."""
+        self.rx_at = None  # they end now, not when something was last read
         self.usable = False
         self.error = self.error or reason
         for sid in list(self.streams):
@@ -514,14 +527,20 @@ class H2Client:
     def call(self, header_block: bytes, message: bytes, timeout_s: float | None = None) -> Result:
         """One unary call; ``header_block`` is ``header_block(path)`` plus per-call fields;
         ``timeout_s`` (default the client's) bounds the whole call."""
+        return self.call_at(header_block, message, timeout_s)[0]
+
+    def call_at(self, header_block: bytes, message: bytes,
+                timeout_s: float | None = None) -> tuple[Result, float | None]:
+        """``call``, and when the answer's last bytes arrived (the kernel's receive stamp on
+        ``perf_counter``'s clock; None where unknown: TLS, a timeout, no connection)."""
         if self.closed:
-            return (CANCELLED, "client closed", b"")
+            return (CANCELLED, "client closed", b""), None
         try:
             conn = self._connection()
         except ConnectionFailed as exc:
-            return (UNAVAILABLE, str(exc), b"")
+            return (UNAVAILABLE, str(exc), b""), None
         if self.closed:
-            return (CANCELLED, "client closed", b"")
+            return (CANCELLED, "client closed", b""), None
         waiter = Waiter(self.hub)
         stream = conn.open_stream(waiter)
         own = timeout_s is not None and timeout_s != self.timeout_s
@@ -548,7 +567,7 @@ class H2Client:
                 timer.close()
             else:
                 timers.append(timer)
-        return stream.result
+        return stream.result, stream.received_at
 
     def _expire(self, conn: H2Connection, stream: _Stream) -> None:
         if stream.result is None:

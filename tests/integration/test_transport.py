@@ -82,6 +82,32 @@ def test_grpc_infer_raw_and_typed(testbed: Any, raw: bool) -> None:
     np.testing.assert_allclose(reply.output("OUTPUT0").data, synth_expected(ROWS))
 
 
+def test_an_answer_is_timed_when_it_arrived_not_when_the_process_read_it(testbed: Any, protocol: str) -> None:
+    """The whole process stalls (no hub, no reader) while the answer comes in: its
+    ``received_at`` is the kernel's receive stamp, tens of ms before the reader woke."""
+    from gevent.monkey import get_original
+
+    stall = get_original("time", "sleep")
+    target = parse_target(host_of(testbed, protocol), "synth-1ms", None)
+    client = make_client(target)
+    try:
+        encoded = encode_for(target, rows_request())
+        for _ in range(16):  # every connection of the client's pool is made and warm
+            assert client.infer(encoded).ok
+        call = gevent.spawn(client.infer, encoded)
+        gevent.sleep(0)  # the request leaves; the caller waits in the hub
+        sent = time.perf_counter()
+        stall(0.2)  # synth-1ms answers within a few ms of this
+        out = call.get(timeout=10)
+        woke = time.perf_counter()
+    finally:
+        client.close()
+    assert out.ok, out.message
+    assert out.received_at is not None
+    assert sent - 0.05 < out.received_at < sent + 0.1, (out.received_at - sent)
+    assert woke - out.received_at > 0.1
+
+
 def test_iris_predictions(testbed: Any, protocol: str) -> None:
     target = parse_target(host_of(testbed, protocol), "iris", None)
     client = make_client(target)
