@@ -28,7 +28,7 @@ from locust import LoadTestShape, events
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from seldon_load.analyze.results import build_results
-from seldon_load.analyze.stages import stage_row
+from seldon_load.analyze.stages import sending_limits, stage_row
 from seldon_load.errors import ConfigError, SeldonLoadError
 from seldon_load.load.control import Controller, ControllerConfig, Verdict
 from seldon_load.measure.aggregate import Aggregate
@@ -158,10 +158,8 @@ class Session:
         # time an overloaded stage counts its offered rate) less the share that failed. Not if the
         # generator lagged or ran out of CPU (its own limit then). Its "offered only" reason does
         # not count here: at verdict time an overloaded stage still has requests out.
-        crit, answered, good = self.settings.criteria, row["requests"], None
-        lag, cpu = row["send_lag_ms"]["p99"], row["cpu_percent_max"]
-        behind = (lag is not None and lag > crit.max_send_lag_ms) or (cpu is not None and cpu > crit.max_cpu_percent)
-        if answered and not behind:
+        answered, good = row["requests"], None
+        if answered and not sending_limits(row["send_lag_ms"]["p99"], row["cpu_percent_max"], self.settings.criteria):
             good = row["achieved_rps"] * row["ok"] / answered
         return Verdict(ready=True, sustained=bool(row["sustained"]), throughput_rps=good)
 

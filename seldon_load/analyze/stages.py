@@ -55,6 +55,16 @@ def latency_trend(agg, start: int, end: int, names) -> tuple[float | None, float
     return p_last / p_first, p_last - p_first
 
 
+def sending_limits(lag_p99_ms: float | None, cpu_percent_max: float | None, criteria: Criteria) -> list[str]:
+    """Reasons the generator itself was the limit while sending (send lag, CPU)."""
+    reasons = []
+    if lag_p99_ms is not None and lag_p99_ms > criteria.max_send_lag_ms:
+        reasons.append(f"generator: send lag p99 {lag_p99_ms:.1f} ms > {criteria.max_send_lag_ms:g} ms")
+    if cpu_percent_max is not None and cpu_percent_max > criteria.max_cpu_percent:
+        reasons.append(f"generator: CPU {cpu_percent_max:.0f}% > {criteria.max_cpu_percent:g}%")
+    return reasons
+
+
 def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool = True,
               now_s: float | None = None) -> dict:
     """One stage; with ``now_s`` (a live view) only the seconds already complete are counted."""
@@ -93,12 +103,7 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
     if partial:
         row["partial"] = True
     reasons: list[str] = []
-    gen_reasons: list[str] = []
-    lag_p99 = lag.get("p99")
-    if lag_p99 is not None and lag_p99 > criteria.max_send_lag_ms:
-        gen_reasons.append(f"generator: send lag p99 {lag_p99:.1f} ms > {criteria.max_send_lag_ms:g} ms")
-    if s.cpu_percent_max is not None and s.cpu_percent_max > criteria.max_cpu_percent:
-        gen_reasons.append(f"generator: CPU {s.cpu_percent_max:.0f}% > {criteria.max_cpu_percent:g}%")
+    gen_reasons = sending_limits(lag.get("p99"), s.cpu_percent_max, criteria)
     if open_loop and win.target_rps > 0 and s.scheduled and s.offered_rps < criteria.min_achieved_ratio * win.target_rps:
         # the schedule itself fell short (a worker lost, or the generator behind): not the server
         gen_reasons.append(f"generator: offered only {s.offered_rps:.1f} of {win.target_rps:g} rps "

@@ -98,7 +98,7 @@ class AutoSearch:
         """The overloaded stage's throughput as the next rate, inside the bracket; None if the
         stage did not fall behind (or the bracket is too narrow to place it)."""
         p = self.config.precision
-        if sustained or not throughput or throughput <= 0 or throughput * (1 + p) > rate:
+        if sustained or not throughput or throughput * (1 + p) > rate:
             return None
         assert self.hi is not None
         low = self.lo * (1 + p) if self.lo is not None else 0.0
