@@ -54,7 +54,9 @@ _HEADER_LENGTH_KEY = b"\r\n" + json_codec.HEADER_LENGTH.lower().encode() + b":"
 _CONTENT_LENGTH_KEY = b"\r\ncontent-length:"
 _TRANSFER_ENCODING_KEY = b"\r\ntransfer-encoding:"
 _CONNECTION_KEY = b"\r\nconnection:"
-_PEEK_AFTER_S = 0.5  # an inline send checks a connection idle longer than this (else ticks did)
+# an inline send first checks a connection idle longer than this for a close by the server (an
+# idle timeout); shorter idles are checked by the batcher's epoll_wait unless it reads directly
+_PEEK_AFTER_S = 0.05
 
 
 class ConnectTimeout(TimeoutError):
@@ -681,11 +683,13 @@ class RestClient:
         except BlockingIOError:
             return None
         except OSError as exc:
+            self._unannounced_close(conn)
             self._drop(conn)
             return self._failure(exc)
         if anc:
             conn.rx_at = rx_stamp(anc)
         if n == 0:
+            self._unannounced_close(conn)
             self._drop(conn)
             return self._failure(ConnectionClosed(before_answer=conn.have == 0))
         conn.have += n
@@ -708,6 +712,13 @@ class RestClient:
             self._settle(conn, answer)
         return self._outcome(answer)
 
+    def _unannounced_close(self, conn: _PlainConn) -> None:
+        """A reused connection ended before any byte of its answer: the server closed it while
+        idle without saying so (no ``Connection: close``), so before each reuse every wake-up
+        must look for such closes again (``ReadBatcher.direct``)."""
+        if conn.used and conn.have == 0 and self._batcher is not None:
+            self._batcher.direct = False
+
     def finish(self, conn: _PlainConn) -> Outcome:
         """Wait for the rest of an inline request's answer in a greenlet of its own."""
         conn._sent = conn.have == 0
@@ -715,6 +726,8 @@ class RestClient:
             answer = self._read_answer(conn, conn.have)
             answer.received_at = conn.rx_at
         except (OSError, HTTPProtocolError) as exc:
+            if isinstance(exc, ConnectionResetError):
+                self._unannounced_close(conn)
             self._drop(conn)
             return self._failure(exc)
         except BaseException:
