@@ -42,6 +42,24 @@ def test_plain_locust_closed_loop_and_locust_stats(testbed, tmp_path):
     assert res["target"]["protocol"] == "grpc"
 
 
+def test_plain_locust_open_loop_fills_locusts_statistics(testbed, tmp_path):
+    # the open-loop user feeds Locust's statistics in batches (StatsEntry.extend): the web UI,
+    # CSV and --json must still count every answer once, with its response time
+    cmd = [sys.executable, "-m", "locust", "-f", "locustfiles/saturation.py", "--headless", "--host",
+           testbed.rest_url, "--model", "synth-1ms", "--stages", "100:0s:3s", "--settle", "0s",
+           "--results", str(tmp_path), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    stats = json.loads(p.stdout[p.stdout.index("["):p.stdout.rindex("]") + 1])
+    row = next(s for s in stats if s["name"] == "rest infer synth-1ms")
+    assert row["num_requests"] == 300 and row["num_failures"] == 0, row
+    res = json.loads((tmp_path / "results.json").read_text())
+    ours_p50_ms = res["stages"][0]["latency_ms"]["p50"]
+    locust_mean_ms = row["total_response_time"] / row["num_requests"]
+    assert abs(locust_mean_ms - ours_p50_ms) < 0.5 * ours_p50_ms + 1.0, (locust_mean_ms, ours_p50_ms)  # same answers
+    assert sum(row["response_times"].values()) == 300
+
+
 def test_locust_conf_and_env_options(testbed, tmp_path):
     conf = tmp_path / "locust.conf"
     conf.write_text(f"host = {testbed.rest_url}\nmodel = synth-5ms\nstages = 30:0s:3s\nheadless = true\n"
