@@ -32,6 +32,7 @@ from seldon_load.transport.deferred import ReadBatcher
 from seldon_load.transport.outcome import Outcome
 
 log = logging.getLogger(__name__)
+REQUEST_TYPE = "OIP"  # the Type column of Locust's statistics for every call
 
 
 class OIPFailure(Exception):
@@ -120,7 +121,7 @@ class ProcessState:
         if not self.settings.locust_stats:
             return
         self.environment.events.request.fire(
-            request_type="OIP", name=name, response_time=(done - start) * 1000.0,
+            request_type=REQUEST_TYPE, name=name, response_time=(done - start) * 1000.0,
             response_length=out.response_bytes, context={},
             exception=None if out.ok else OIPFailure(f"{out.error_kind}: {out.message or ''}".rstrip(": ")),
         )
@@ -147,7 +148,6 @@ class _StatsFeed:
 
     BATCH_S = 0.1
     BATCH_MAX = 32  # a longer batch would hold up the next sends at high rates (send lag)
-    METHOD = "OIP"
 
     def __init__(self, st: ProcessState, name: str) -> None:
         self._st = st
@@ -172,12 +172,12 @@ class _StatsFeed:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        if _only_locust_stats_listen(self._hook) and self._st.environment.stats is not None:
-            _extend_stats(self._st.environment.stats, self._name, self.METHOD, batch)
+        if _only_locust_stats_listen(self._hook):
+            _extend_stats(self._st.environment.stats, self._name, REQUEST_TYPE, batch)
             return
-        fire, name, method = self._fire, self._name, self.METHOD
+        fire, name = self._fire, self._name
         for response_time, length in batch:
-            fire(request_type=method, name=name, response_time=response_time, response_length=length,
+            fire(request_type=REQUEST_TYPE, name=name, response_time=response_time, response_length=length,
                  context={}, exception=None)
 
 

@@ -726,7 +726,7 @@ class RestClient:
             answer = self._read_answer(conn, conn.have)
             answer.received_at = conn.rx_at
         except (OSError, HTTPProtocolError) as exc:
-            if isinstance(exc, ConnectionResetError):
+            if isinstance(exc, ConnectionResetError) and getattr(exc, "before_answer", conn.have == 0):
                 self._unannounced_close(conn)
             self._drop(conn)
             return self._failure(exc)

@@ -11,7 +11,7 @@ from locust import User
 from locust.env import Environment
 
 from seldon_load.transport.outcome import Outcome
-from seldon_load.users import _StatsFeed
+from seldon_load.users import REQUEST_TYPE, _StatsFeed
 
 NAME = "rest infer synth"
 
@@ -66,9 +66,9 @@ def test_batched_statistics_equal_one_event_per_answer(monkeypatch):
     _feed(bulk, answers)
     assert sum(batches) == 1000 and max(batches) <= _StatsFeed.BATCH_MAX  # the bulk path was taken
     for due, _sent, done, out in answers:
-        reference.events.request.fire(request_type="OIP", name=NAME, response_time=(done - due) * 1000.0,
+        reference.events.request.fire(request_type=REQUEST_TYPE, name=NAME, response_time=(done - due) * 1000.0,
                                       response_length=out.response_bytes, context={}, exception=None)
-    got, want = bulk.stats.get(NAME, "OIP"), reference.stats.get(NAME, "OIP")
+    got, want = bulk.stats.get(NAME, REQUEST_TYPE), reference.stats.get(NAME, REQUEST_TYPE)
     assert _summary(got) == _summary(want)
     assert _summary(bulk.stats.total) == _summary(reference.stats.total)
     assert got.num_requests == 1000
@@ -82,7 +82,7 @@ def test_a_listener_of_its_own_sees_every_answer():
     _feed(env, answers)
     assert len(seen) == 100  # one event per answer, in order
     assert seen == pytest.approx([(done - due) * 1000.0 for due, _s, done, _o in answers])
-    assert env.stats.get(NAME, "OIP").num_requests == 100
+    assert env.stats.get(NAME, REQUEST_TYPE).num_requests == 100
 
 
 def test_a_replaced_bucketing_is_used(monkeypatch):
@@ -91,4 +91,4 @@ def test_a_replaced_bucketing_is_used(monkeypatch):
     monkeypatch.setattr(ls, "bucket_response_time", lambda rt: 7)
     env = _env()
     _feed(env, _answers(50))
-    assert dict(env.stats.get(NAME, "OIP").response_times) == {7: 50}
+    assert dict(env.stats.get(NAME, REQUEST_TYPE).response_times) == {7: 50}
