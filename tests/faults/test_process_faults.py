@@ -57,7 +57,9 @@ def test_server_killed_mid_stage_comes_back(bad_server, background, tmp_path, pr
     kinds = error_kinds(res)
     down_kind = {"rest": {"connection_refused", "connection_reset"}, "grpc": {"grpc_UNAVAILABLE"}}[protocol]
     assert set(kinds) - {"cancelled"} <= down_kind and kinds, kinds
-    assert totals(res)["ok"] == served_before + server.infer_count()  # each ok is an answer served
+    # each ok is an answer served; one may be served between the count and the kill (20 rps:
+    # 50 ms apart, the kill comes within a few ms), and the killed server's count of it is lost
+    assert 0 <= totals(res)["ok"] - (served_before + server.infer_count()) <= 1
     last = res["timeline"][-3:-1]  # the server is back: the last full seconds are all ok again
     assert all(row["ok"] == row["offered_rps"] == 20 for row in last), last
 
