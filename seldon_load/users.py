@@ -80,7 +80,8 @@ class ProcessState:
         first = self.schedule.t0 is None
         self.plan_version = max(self.plan_version, int(message.get("pv", 0)))
         self.schedule.update(RatePlan.from_wire(message["plan"]), float(message["elapsed_s"]),
-                             float(message["share"]), float(message["phase"]))
+                             float(message["share"]), float(message["phase"]),
+                             float(message.get("from_s", message["elapsed_s"])))
         if first:
             self.recorder.set_t0(self.schedule.t0)
         if self.autostart and self.settings.open_loop and self.engine is None and not self.engine_done:

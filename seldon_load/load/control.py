@@ -68,6 +68,8 @@ class Controller:
         self.engine_ids: list[str] = []
         self.plan_version = 0  # counts publish(): an engine that reports an older one missed a plan
         self.published_at = 0.0
+        self.shares_from_s = 0.0  # test time the current engines' shares took effect
+        self._shares_of: list[str] = []
         self.workers_timeline: list[dict] = []
         self.finishing_since: float | None = None
         self.finals: set[str] = set()
@@ -129,6 +131,9 @@ class Controller:
             return
         self.plan_version += 1
         self.published_at = self.clock()
+        if self.engine_ids != self._shares_of:  # the shares start now; a resend keeps this time
+            self._shares_of = list(self.engine_ids)
+            self.shares_from_s = self.elapsed()
         wire = self.plan.to_wire()
         for eid in self.engine_ids:
             self._send_plan(eid, wire)
@@ -144,7 +149,8 @@ class Controller:
     def _send_plan(self, engine_id: str, wire: dict) -> None:
         n, i = len(self.engine_ids), self.engine_ids.index(engine_id)
         self.channel.publish(engine_id, {"v": 1, "plan": wire, "elapsed_s": self.elapsed(), "share": 1.0 / n,
-                                         "phase": (i + 1) / n, "pv": self.plan_version})
+                                         "phase": (i + 1) / n, "from_s": self.shares_from_s,
+                                         "pv": self.plan_version})
 
     # ---- auto search ------------------------------------------------------------------
     def _auto_step(self, el: float) -> None:

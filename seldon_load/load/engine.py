@@ -54,14 +54,18 @@ class WorkerSchedule:
         self.share_from_count = 0.0  # the plan's N(t) when this process's share last changed
         self.finished = False
 
-    def update(self, plan: RatePlan, elapsed_s: float, share: float, phase: float) -> None:
-        """Adopt a plan sent by the controller; ``elapsed_s`` is its test time when sent."""
+    def update(self, plan: RatePlan, elapsed_s: float, share: float, phase: float,
+               from_s: float | None = None) -> None:
+        """Adopt a plan sent by the controller; ``elapsed_s`` is its test time when sent,
+        ``from_s`` the test time its shares took effect: a copy sent again (Locust drops a
+        message that reaches a worker before its handlers exist) still starts the share
+        there, so the arrivals due in between are sent late, not lost."""
         if self.t0 is None:
             self.t0 = perf_counter() - elapsed_s
         self.plan = plan
         if share != self.share or phase != self.phase:
             self.share, self.phase = share, phase
-            self.share_from_count = plan.count_at(elapsed_s)
+            self.share_from_count = plan.count_at(min(elapsed_s, from_s) if from_s is not None else elapsed_s)
             self.version += 1
 
     def elapsed(self) -> float:
@@ -298,7 +302,7 @@ class OpenLoopEngine:
                     tick(perf_counter() + _POLL_S)
                 gevent.sleep(_POLL_S)
                 continue
-            last_count, next_count = next_count, None
+            before, last_count, next_count = last_count, next_count, None
             due = sched.t0 + t_rel
             wait = due - perf_counter()
             if wait > 0:
@@ -328,7 +332,10 @@ class OpenLoopEngine:
                     gevent.sleep(wait)
                 since_yield = 0
                 if self._version != sched.version:
-                    continue  # share changed while sleeping: recompute from now
+                    # share changed while sleeping: the new share goes on from the last arrival
+                    # sent, so the one slept for is not lost (it may now be another worker's)
+                    last_count = before
+                    continue
             if self.in_flight >= self.max_in_flight:
                 self.dropped += 1
                 record_drop(self.name, due)

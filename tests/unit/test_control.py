@@ -59,9 +59,12 @@ def test_a_plan_sent_again_is_the_current_one_at_the_current_time():
     assert eid == "b" and msg["pv"] == 1 and (msg["share"], msg["phase"]) == (0.5, 1.0)
     # the clock is read now: an old message re-sent would start the worker's schedule 2.5 s late
     assert msg["elapsed_s"] == first["b"]["elapsed_s"] + 2.5
+    # ...but its shares still date from the first copy: the arrivals in between are not lost
+    assert msg["from_s"] == first["b"]["from_s"] == 0.0
     ch.ids = ["b"]
+    clock.t += 1.0
     c.tick()
-    assert ch.sent[-1][1]["pv"] == 2
+    assert ch.sent[-1][1]["pv"] == 2 and ch.sent[-1][1]["from_s"] == 3.5  # new shares from now
 
 
 def test_finishes_after_finals_or_timeout():

@@ -144,3 +144,47 @@ def test_latency_is_measured_from_the_intended_time() -> None:
     for due, sent, done in seen:
         assert due <= sent < done
         assert done - due >= 0.01  # latency includes the wait for the answer
+
+
+def _engine(send) -> tuple[OpenLoopEngine, WorkerSchedule, Recorder]:
+    sched = WorkerSchedule()
+    rec = Recorder(perf_counter())
+    return OpenLoopEngine(send=send, name="x", recorder=rec, schedule=sched), sched, rec
+
+
+def _ok() -> Outcome:
+    return OK
+
+
+def test_a_worker_whose_plan_came_late_sends_its_share_from_when_the_shares_began() -> None:
+    # two workers, 20 arrivals 50 ms apart; the second gets its plan 120 ms into the test (its
+    # first copy was dropped and sent again) with the shares dated 0 s: its arrivals due at
+    # 50 and 100 ms are sent late, none is lost
+    plan = plan_of((20, 0, 1.0))
+    first, first_sched, _ = _engine(_ok)
+    late, late_sched, _ = _engine(_ok)
+    first_sched.update(plan, 0.0, 0.5, 0.5, 0.0)
+    jobs = [gevent.spawn(first.run)]
+    gevent.sleep(0.12)
+    late_sched.update(plan, 0.12, 0.5, 1.0, 0.0)
+    jobs.append(gevent.spawn(late.run))
+    gevent.joinall(jobs, timeout=30)
+    assert all(j.successful() for j in jobs)
+    assert (first.sent, late.sent) == (10, 10)
+
+
+def test_a_share_that_changes_while_the_engine_sleeps_loses_no_arrival() -> None:
+    # half of 20 arrivals (every second one, due at 0.1, 0.2, ... s); at 0.32 s the other worker
+    # is gone and this one takes every arrival from its last one sent (0.3 s): the one it was
+    # sleeping for (0.4 s) is sent too, and the gone worker's due at 0.35 s
+    plan = plan_of((20, 0, 1.0))
+    engine, sched, rec = _engine(_ok)
+    sched.update(plan, 0.0, 0.5, 1.0, 0.0)
+    rec.set_t0(sched.t0)
+    job = gevent.spawn(engine.run)
+    gevent.sleep(0.32)
+    sched.update(plan, 0.32, 1.0, 1.0, 0.32)
+    job.join(timeout=30)
+    assert job.successful()
+    assert engine.sent == 3 + 14  # 0.1, 0.2, 0.3 s, then every arrival from 0.35 s to 1.0 s
+    assert totals(rec)["scheduled"] == 17
