@@ -292,6 +292,11 @@ class K6Run:
     window: Window | None
     stderr: str = ""
 
+    def count(self) -> int | None:
+        """Iterations k6 completed (one request each)."""
+        m = (self.summary or {}).get("metrics", {}).get("iterations")
+        return None if not m else int(m.get("values", m).get("count", 0))
+
     def trend_ms(self, stat: str) -> float | None:
         if not self.summary:
             return None

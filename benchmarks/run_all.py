@@ -43,6 +43,11 @@ SIDE_BY_SIDE_RPS = 200  # latency agreement: ours and k6 at this rate each, at t
 # behind them (on the wire, one run: ours 2.75 ms at p50, k6's 2.07; the next run reversed).
 # 1 rps apart they drift through every phase once a second, so both see the same server.
 SIDE_BY_SIDE_K6_RPS = SIDE_BY_SIDE_RPS - 1
+# both measure this long side by side (3 600 answers each, 36 beyond the p99; 9-10 s gave 18-20,
+# and single pairs' p99 differences then ranged from -0.72 to +0.45 ms); ours runs alone for
+# SIDE_BY_SIDE_LEAD_S before and after, so k6's whole run (its start-up is 0.2 s) lies inside ours
+SIDE_BY_SIDE_WINDOW_S = 18.0
+SIDE_BY_SIDE_LEAD_S = 1.0
 OVERLOAD_RPS = 60000
 # each worker's CPU budget in the scale-out figure (see fig_scale_out). 0.35 core each filled
 # this 2-core box (two workers, nginx, the master, loopback TCP) until every request cost two
@@ -189,49 +194,64 @@ def fig_cpu(ctx: Context, protocol: str) -> dict[str, Any]:
 def fig_latency(ctx: Context, protocol: str) -> dict[str, Any]:
     """p50/p99 by us and by k6 at the same rate against the same model *at the same time*:
     run one after the other, each would see a different server tail (MLServer's p99 moves
-    by milliseconds from run to run on a shared machine); side by side they see the same."""
+    by milliseconds from run to run on a shared machine); side by side they see the same.
+    Both measure the same window: ours runs a stage of SIDE_BY_SIDE_WINDOW_S inside a lead and
+    a tail at the same rate, and k6 runs for the window, started so that its first request
+    meets the stage's start (its own start-up measured once, see _k6_start_up)."""
     tb = ctx.testbed
     model = "synth-1ms"
     host = tb.rest_url if protocol == "rest" else tb.grpc_target
     rest_payload, grpc_payload = ctx.payloads
+    payload = rest_payload if protocol == "rest" else grpc_payload
+    count = tb.counter(model)
     runs, cmd_used = [], ""
-    hold_s = 12
+    lead, window = SIDE_BY_SIDE_LEAD_S, SIDE_BY_SIDE_WINDOW_S
+    k6_start = _k6_start_up(ctx, protocol, host, model, payload) if ctx.k6 and ctx.runs else 0.0
+    stages = f"{SIDE_BY_SIDE_RPS}:0s:{lead:g}s,{SIDE_BY_SIDE_RPS}:0s:{window:g}s,{SIDE_BY_SIDE_RPS}:0s:{lead:g}s"
     for i in range(ctx.runs if ctx.k6 else 0):
         out = ctx.tmp / f"latency-{protocol}-{i}"
-        cmd = hx.seldon_load_cmd(host, model, protocol, f"{SIDE_BY_SIDE_RPS}:0s:{hold_s}s", 1, out,
-                                 ["--payload", str(rest_payload)])
+        cmd = hx.seldon_load_cmd(host, model, protocol, stages, 1, out,
+                                 ["--payload", str(rest_payload), "--settle", "0s"])
         cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
         results: dict[str, Any] = {}
         cap = _wire_capture(tb.rest_url) if protocol == "rest" else None
         try:
+            base = count()
             waiter = _background(lambda r=results, c=cmd: r.setdefault("ours", hx.run_ours(c)))
-            time.sleep(4.0)  # our start-up (Locust, preflight) takes a few seconds: overlap the holds
-            payload = rest_payload if protocol == "rest" else grpc_payload
+            first = _first_answers(count, base, waiter)
+            if first is None:
+                waiter.join()
+                runs.append({"error": (results["ours"].stderr[-300:] if "ours" in results else "no answers")})
+                continue
+            # our first answers are counted a latency (and a 50 ms poll) after our test began
+            time.sleep(max(0.0, first + lead - k6_start - time.monotonic()))
             kr = hx.run_k6(protocol, host if protocol == "grpc" else tb.rest_url, model, payload,
-                           SIDE_BY_SIDE_K6_RPS, hold_s - 3, hx.ROOT / "protos")
+                           SIDE_BY_SIDE_K6_RPS, window, hx.ROOT / "protos")
             waiter.join()
         finally:
             if cap is not None:
                 cap.__exit__()
-        st = _stage(results["ours"].results)
+        st = _stage(results["ours"].results, 1)
         lat, svc = st.get("latency_ms") or {}, st.get("service_ms") or {}
-        runs.append({"ours_p50_ms": lat.get("p50"), "ours_p99_ms": lat.get("p99"),
-                     "k6_p50_ms": kr.trend_ms("med"), "k6_p99_ms": kr.trend_ms("p(99)"),
+        runs.append({"ours_n": st.get("requests"), "ours_p50_ms": lat.get("p50"), "ours_p99_ms": lat.get("p99"),
+                     "k6_n": kr.count(), "k6_p50_ms": kr.trend_ms("med"), "k6_p99_ms": kr.trend_ms("p(99)"),
                      "ours_service_p50_ms": svc.get("p50"), "ours_service_p99_ms": svc.get("p99")})
         if cap is not None:
+            # on the wire, both over the span of k6's requests (ours runs longer, alone at its ends)
+            span = cap.span("k6")
             for who, label in (("ours", "worker"), ("k6", "k6")):
-                xs = cap.latencies_ms(label)
+                xs = cap.latencies_ms(label, span)
                 runs[-1].update({f"wire_{who}_n": len(xs), f"wire_{who}_p50_ms": wire.percentile(xs, 50),
                                  f"wire_{who}_p99_ms": wire.percentile(xs, 99)})
             cap.close()
         ctx.log(f"  latency {protocol} run {i + 1}: ours p50/p99 {_fmt(runs[-1], 'ours_p50_ms', 2)}/"
                 f"{_fmt(runs[-1], 'ours_p99_ms', 2)} ms, k6 {_fmt(runs[-1], 'k6_p50_ms', 2)}/"
-                f"{_fmt(runs[-1], 'k6_p99_ms', 2)} ms"
+                f"{_fmt(runs[-1], 'k6_p99_ms', 2)} ms ({runs[-1]['ours_n']} and {runs[-1]['k6_n']} answers)"
                 + (f"; on the wire ours {_fmt(runs[-1], 'wire_ours_p50_ms', 2)}/{_fmt(runs[-1], 'wire_ours_p99_ms', 2)}"
                    f" ms, k6's {_fmt(runs[-1], 'wire_k6_p50_ms', 2)}/{_fmt(runs[-1], 'wire_k6_p99_ms', 2)} ms"
                    if "wire_ours_n" in runs[-1] else ""))
     out: dict[str, Any] = {"command": cmd_used, "rate_rps_each": SIDE_BY_SIDE_RPS, "k6_rate_rps": SIDE_BY_SIDE_K6_RPS,
-                           "runs": runs}
+                           "window_s": window, "k6_start_up_s": k6_start, "runs": runs}
     for q in ("p50", "p99"):
         a, b = _median_of(runs, f"ours_{q}_ms"), _median_of(runs, f"k6_{q}_ms")
         ok = a is not None and b is not None and abs(a - b) <= max(LIMITS["latency_rel"] * b, LIMITS["latency_abs_ms"])
@@ -244,6 +264,34 @@ def fig_latency(ctx: Context, protocol: str) -> dict[str, Any]:
                          if r.get(own) is not None and r.get(f"wire_{who}_{q}_ms") is not None]
                 out[q][f"{who}_minus_wire_ms"] = sorted(diffs)[len(diffs) // 2] if diffs else None
     return out
+
+
+def _first_answers(count: Callable[[], float], base: float, proc: Any, timeout_s: float = 60.0) -> float | None:
+    """The monotonic time the target first counts answers above ``base`` (our run's start), or
+    None if the run ended (``proc`` a thread) or nothing came within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.is_alive():
+        if count() > base:
+            return time.monotonic()
+        time.sleep(0.05)
+    return None
+
+
+def _k6_start_up(ctx: Context, protocol: str, host: str, model: str, payload: Path) -> float:
+    """Seconds from starting k6 to its first answers (counted as _first_answers counts ours):
+    the median of two short runs, measured once per protocol."""
+    count = ctx.testbed.counter(model)
+    address = host if protocol == "grpc" else ctx.testbed.rest_url
+    took = []
+    for _ in range(2):
+        base, t0, got = count(), time.monotonic(), {}
+        waiter = _background(lambda g=got: g.setdefault("run", hx.run_k6(
+            protocol, address, model, payload, SIDE_BY_SIDE_RPS, 0.5, hx.ROOT / "protos")))
+        first = _first_answers(count, base, waiter)
+        waiter.join()
+        if first is not None:
+            took.append(first - t0)
+    return hx.median(took) or 0.0
 
 
 def _wire_capture(url: str) -> Any:

@@ -39,6 +39,7 @@ class Capture:
         self.file = Path(self._dir.name) / "lo.pcap"
         self.owners: dict[int, str] = {}  # client port -> label of its process (see label_of)
         self._labels: dict[int, str] = {}
+        self._parsed: dict[int, list[tuple[float, float]]] | None = None
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample_owners, daemon=True)
@@ -83,10 +84,21 @@ class Capture:
                 self._proc.kill()
                 self._proc.wait(timeout=5)
 
-    def latencies_ms(self, label: str) -> list[float]:
-        """Exchange times (ms) on the connections of the processes labelled ``label``."""
+    def timed(self, label: str) -> list[tuple[float, float]]:
+        """(request start s, exchange time ms) on the connections of the processes labelled ``label``."""
         ports = {port for port, owner in self.owners.items() if owner == label}
-        return [x for port, xs in exchanges(self.file, self.port).items() if port in ports for x in xs]
+        if self._parsed is None:  # read once the capture has ended
+            self._parsed = timed_exchanges(self.file, self.port)
+        return [x for port, xs in self._parsed.items() if port in ports for x in xs]
+
+    def latencies_ms(self, label: str, within: tuple[float, float] | None = None) -> list[float]:
+        """Exchange times (ms) of ``label``'s requests, those that started ``within`` (s, s) if given."""
+        return [ms for ts, ms in self.timed(label) if within is None or within[0] <= ts <= within[1]]
+
+    def span(self, label: str) -> tuple[float, float] | None:
+        """When ``label``'s first and last requests started on the wire."""
+        starts = [ts for ts, _ in self.timed(label)]
+        return (min(starts), max(starts)) if starts else None
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -134,7 +146,12 @@ def _packets(path: Path):
 
 def exchanges(path: Path, server_port: int) -> dict[int, list[float]]:
     """Per client port, the request-to-answer times (ms) on the wire."""
-    out: dict[int, list[float]] = {}
+    return {port: [ms for _, ms in xs] for port, xs in timed_exchanges(path, server_port).items()}
+
+
+def timed_exchanges(path: Path, server_port: int) -> dict[int, list[tuple[float, float]]]:
+    """Per client port, (request start s, request-to-answer ms) of each exchange on the wire."""
+    out: dict[int, list[tuple[float, float]]] = {}
     state: dict[int, list[float | None]] = {}  # port -> [request start, last answer segment]
     for ts, sport, dport, payload in _packets(path):
         if payload <= 0:
@@ -143,13 +160,13 @@ def exchanges(path: Path, server_port: int) -> dict[int, list[float]]:
             st = state.setdefault(sport, [None, None])
             if st[0] is None or st[1] is not None:
                 if st[0] is not None and st[1] is not None:
-                    out.setdefault(sport, []).append((st[1] - st[0]) * 1e3)
+                    out.setdefault(sport, []).append((st[0], (st[1] - st[0]) * 1e3))
                 st[0], st[1] = ts, None
         elif sport == server_port and dport in state:
             state[dport][1] = ts
     for port, (start, end) in state.items():
         if start is not None and end is not None:
-            out.setdefault(port, []).append((end - start) * 1e3)
+            out.setdefault(port, []).append((start, (end - start) * 1e3))
     return out
 
 
