@@ -214,10 +214,10 @@ def fig_latency(ctx: Context, protocol: str) -> dict[str, Any]:
                                  ["--payload", str(rest_payload), "--settle", "0s"])
         cmd_used = cmd_used or " ".join(_rel(c) for c in cmd)
         results: dict[str, Any] = {}
-        cap = _wire_capture(tb.rest_url) if protocol == "rest" else None
+        cap = _wire_capture(host, http2=protocol == "grpc")
         try:
             base = count()
-            waiter = _background(lambda r=results, c=cmd: r.setdefault("ours", hx.run_ours(c)))
+            waiter = _background(lambda r=results, c=cmd: r.setdefault("ours", hx.run_ours(c, preexec=ctx.pin_gen)))
             first = _first_answers(count, base, waiter)
             if first is None:
                 waiter.join()
@@ -226,7 +226,7 @@ def fig_latency(ctx: Context, protocol: str) -> dict[str, Any]:
             # our first answers are counted a latency (and a 50 ms poll) after our test began
             time.sleep(max(0.0, first + lead - k6_start - time.monotonic()))
             kr = hx.run_k6(protocol, host if protocol == "grpc" else tb.rest_url, model, payload,
-                           SIDE_BY_SIDE_K6_RPS, window, hx.ROOT / "protos")
+                           SIDE_BY_SIDE_K6_RPS, window, hx.ROOT / "protos", preexec=ctx.pin_gen)
             waiter.join()
         finally:
             if cap is not None:
@@ -286,7 +286,7 @@ def _k6_start_up(ctx: Context, protocol: str, host: str, model: str, payload: Pa
     for _ in range(2):
         base, t0, got = count(), time.monotonic(), {}
         waiter = _background(lambda g=got: g.setdefault("run", hx.run_k6(
-            protocol, address, model, payload, SIDE_BY_SIDE_RPS, 0.5, hx.ROOT / "protos")))
+            protocol, address, model, payload, SIDE_BY_SIDE_RPS, 0.5, hx.ROOT / "protos", preexec=ctx.pin_gen)))
         first = _first_answers(count, base, waiter)
         waiter.join()
         if first is not None:
@@ -294,13 +294,13 @@ def _k6_start_up(ctx: Context, protocol: str, host: str, model: str, payload: Pa
     return hx.median(took) or 0.0
 
 
-def _wire_capture(url: str) -> Any:
-    """A running packet capture of the REST port (benchmarks/wire.py), or None where tcpdump is
-    missing or may not capture (not root)."""
+def _wire_capture(address: str, http2: bool = False) -> Any:
+    """A running packet capture of the target's port (benchmarks/wire.py; ``http2`` for gRPC), or
+    None where tcpdump is missing or may not capture (not root)."""
     if wire.tcpdump_binary() is None or os.geteuid() != 0:
         return None
     try:
-        return wire.Capture(int(url.rsplit(":", 1)[1])).__enter__()
+        return wire.Capture(int(address.rsplit(":", 1)[1]), http2=http2).__enter__()
     except RuntimeError:
         return None
 

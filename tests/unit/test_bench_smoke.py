@@ -97,3 +97,47 @@ def test_the_wire_judge_times_each_keep_alive_exchange(tmp_path: Path) -> None:
     assert [ts for ts, _ in timed[a]] == pytest.approx([10.000, 10.010], abs=1e-6)
     assert wire.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert wire.percentile([float(i) for i in range(1, 101)], 99) == 99.0
+
+
+def _pcap_with_payloads(tmp_path: Path, packets: list[tuple[float, int, int, int, bytes]]) -> Path:
+    """A nanosecond pcap of IPv4/TCP packets with their payloads (what tcpdump -s 262144 writes)."""
+    import struct
+
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
+    for ts, sport, dport, seq, payload in packets:
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x18, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), 0, 0, 64, 6, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+        frame = bytes(14) + ip + tcp + payload
+        sec = int(ts)
+        out += struct.pack("<IIII", sec, round((ts - sec) * 1e9), len(frame), len(frame)) + frame
+    path = tmp_path / "h2.pcap"
+    path.write_bytes(bytes(out))
+    return path
+
+
+def _frame(ftype: int, flags: int, stream: int, body: bytes = b"") -> bytes:
+    return len(body).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + body
+
+
+def test_the_wire_judge_times_each_grpc_call_from_its_http2_frames(tmp_path: Path) -> None:
+    import wire
+
+    server, a = 8081, 40003
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    call1 = _frame(1, 4, 1, b"hdr") + _frame(0, 1, 1, b"msg")  # HEADERS, DATA with END_STREAM
+    call3 = _frame(1, 4, 3, b"hdr") + _frame(0, 1, 3, b"msg")
+    answer1 = _frame(1, 4, 1, b"h") + _frame(0, 0, 1, b"reply") + _frame(1, 5, 1, b"trailers")
+    path = _pcap_with_payloads(tmp_path, [
+        (1.000, a, server, 1000, preface + _frame(4, 0, 0)),  # preface and SETTINGS
+        (1.0005, server, a, 5000, _frame(4, 0, 0) + _frame(4, 1, 0)),
+        (1.001, a, server, 1000 + 33, call1),
+        (1.002, a, server, 1000 + 33 + len(call1), call3[:5]),  # call 3's HEADERS in two segments
+        (1.0025, a, server, 1000 + 33 + len(call1) + 5, call3[5:]),
+        (1.002, a, server, 1000 + 33, call1),  # a retransmit: read once
+        (1.003, server, a, 5018, answer1[:20]),  # call 1's answer, its trailers in the next segment
+        (1.004, server, a, 5018 + 20, answer1[20:]),
+        (1.007, server, a, 5018 + len(answer1), _frame(3, 0, 3, bytes(4))),  # RST_STREAM ends call 3
+    ])
+    got = wire.timed_calls(path, server)
+    assert [(round(t0, 4), round(ms, 3)) for t0, ms in got[a]] == [(1.001, 3.0), (1.002, 5.0)]
