@@ -57,6 +57,7 @@ _CONNECTION_KEY = b"\r\nconnection:"
 # an inline send first checks a connection idle longer than this for a close by the server (an
 # idle timeout); shorter idles are checked by the batcher's epoll_wait unless it reads directly
 _PEEK_AFTER_S = 0.05
+_KEEP_AFTER = frozenset((429, 503))  # error answers whose connection is reused
 
 
 class ConnectTimeout(TimeoutError):
@@ -481,7 +482,11 @@ class RestClient:
         reason_phrase = head  # the reason phrase is only read for failures (_Answer.reason)
         low = head.lower()
         header_length = _header_value(low, head, _HEADER_LENGTH_KEY) if b"inference-" in low else None
-        keep_alive = head[7:8] == b"1"
+        # After an error answer a server may close the connection at once without saying so
+        # (uvicorn's 500 for a request body it did not read ends in a reset): reusing it would
+        # turn the next request into a reset the server never saw. Load-shedding answers (429,
+        # 503) keep their connection, so an overloaded server is not also sent new connections.
+        keep_alive = head[7:8] == b"1" and (status < 400 or status in _KEEP_AFTER)
         if _CONNECTION_KEY in low:
             connection = _header_value(low, head, _CONNECTION_KEY)
             keep_alive = keep_alive and not (connection is not None and "close" in connection.lower())

@@ -137,12 +137,14 @@ def test_isolated_steps_predict_the_pipeline_capacity(testbed: Testbed, tmp_path
     # branching request), so the bottleneck is kept well below what that process can carry.
     # Send lag up to 30 ms is tolerated: on a small shared machine an overloaded server starves
     # the in-process generator for a moment, which says nothing about where the server saturates.
+    # Holds of 6 s (5 s measured): a 200 ms stall of the shared process at the end of a 3 s window
+    # once cost the 80 rps stage 7 % of its answers (74.7 rps, not sustained: measured 73 rps).
     steps = ("synth-1ms", "synth-2ms", "synth-8ms", "join-1ms")
     run = seldon_load(["run", "--host", testbed.rest_url, "--pipeline", "branching",
                        "--pipeline-spec", str(PIPELINES_DIR / "branching.yaml"), "--metrics-url", testbed.metrics_url,
                        "--isolate-steps", "--auto", "--auto-start-rps", "80", "--max-rps", "160",
-                       "--auto-precision", "0.15", "--auto-hold", "4s", "--auto-narrow-hold", "4s", "--settle", "1s",
-                       "--auto-budget", "60s", "--max-send-lag-ms", "30", "--workers", "0"], tmp_path, timeout_s=300)
+                       "--auto-precision", "0.15", "--auto-hold", "6s", "--auto-narrow-hold", "6s", "--settle", "1s",
+                       "--auto-budget", "90s", "--max-send-lag-ms", "30", "--workers", "0"], tmp_path, timeout_s=420)
     assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
     for model in steps:
         step = (tmp_path / "steps" / model / "results.json")
