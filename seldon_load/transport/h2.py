@@ -320,7 +320,7 @@ class H2Connection:
             stream.headers_seen = True
             for name, value in headers:
                 if name == ":status":
-                    stream.http_status = int(value) if value.isdigit() else 0
+                    stream.http_status = int(value) if value.isascii() and value.isdigit() else 0
                 elif name == "content-type":
                     stream.content_type = value
             if stream.http_status != 200:
@@ -337,7 +337,7 @@ class H2Connection:
         code, message = None, ""
         for name, value in headers:
             if name == "grpc-status":
-                code = int(value) if value.isdigit() else UNKNOWN
+                code = int(value) if value.isascii() and value.isdigit() else UNKNOWN
             elif name == "grpc-message":
                 message = unquote(value)
         if code is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import string
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from seldon_load.errors import ConfigError
@@ -108,6 +108,8 @@ def test_durations_round_trip(d):
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=STAGE_ALPHABET + "0123456789", max_size=30) | st.text(max_size=30))
+@example("²:")  # isdigit() but not int(): was a ValueError, found by this test
+@example("٣:1s")
 def test_any_text_is_a_sweep_or_one_config_error(text):
     out = _outcome(parse_sweep, text)
     if not isinstance(out, ConfigError):
