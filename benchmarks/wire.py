@@ -159,11 +159,6 @@ def _packets(path: Path, payloads: bool = False):
             yield sec + sub * frac, sport, dport, payload
 
 
-def exchanges(path: Path, server_port: int) -> dict[int, list[float]]:
-    """Per client port, the request-to-answer times (ms) on the wire."""
-    return {port: [ms for _, ms in xs] for port, xs in timed_exchanges(path, server_port).items()}
-
-
 def timed_exchanges(path: Path, server_port: int) -> dict[int, list[tuple[float, float]]]:
     """Per client port, (request start s, request-to-answer ms) of each exchange on the wire."""
     out: dict[int, list[tuple[float, float]]] = {}

@@ -189,7 +189,7 @@ def parse_sweep(text: str) -> list[tuple[int, float]]:
         # ASCII digits only: str.isdigit() also admits '²', which int() refuses
         if len(fields) != 2 or not (users.isascii() and users.isdigit()) or int(users) < 1:
             raise ConfigError(f"invalid sweep step {i + 1} {part.strip()!r}: expected USERS:HOLD, e.g. 4:30s")
-        out.append((int(fields[0]), parse_duration(fields[1], f"hold of sweep step {i + 1}")))
+        out.append((int(users), parse_duration(fields[1], f"hold of sweep step {i + 1}")))
     return out
 
 

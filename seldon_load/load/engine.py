@@ -65,7 +65,7 @@ class WorkerSchedule:
         self.plan = plan
         if share != self.share or phase != self.phase:
             self.share, self.phase = share, phase
-            self.share_from_count = plan.count_at(min(elapsed_s, from_s) if from_s is not None else elapsed_s)
+            self.share_from_count = plan.count_at(elapsed_s if from_s is None else from_s)
             self.version += 1
 
     def elapsed(self) -> float:
