@@ -28,7 +28,7 @@ from locust import LoadTestShape, events
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from seldon_load.analyze.results import build_results
-from seldon_load.analyze.stages import sending_limits, stage_row
+from seldon_load.analyze.stages import fell_behind, sending_limits, stage_row
 from seldon_load.errors import ConfigError, SeldonLoadError
 from seldon_load.load.control import Controller, ControllerConfig, Verdict
 from seldon_load.measure.aggregate import Aggregate
@@ -161,7 +161,8 @@ class Session:
         answered, good = row["requests"], None
         if answered and not sending_limits(row["send_lag_ms"]["p99"], row["cpu_percent_max"], self.settings.criteria):
             good = row["achieved_rps"] * row["ok"] / answered
-        return Verdict(ready=True, sustained=bool(row["sustained"]), throughput_rps=good)
+        return Verdict(ready=True, sustained=bool(row["sustained"]), throughput_rps=good,
+                       fell_behind=fell_behind(row, self.settings.criteria))
 
     def _start_drainer(self) -> None:
         if self._drainer is None or self._drainer.dead:

@@ -65,6 +65,21 @@ def sending_limits(lag_p99_ms: float | None, cpu_percent_max: float | None, crit
     return reasons
 
 
+def fell_behind(row: dict, criteria: Criteria) -> bool:
+    """Did the server fall behind the stage's rate (too few answers, or a queue growing)?
+
+    Unlike a stage that kept up but broke the SLO or failed requests, such a stage was at or
+    above capacity, so the saturation search may narrow towards its throughput."""
+    target, achieved = row.get("target_rps"), row.get("achieved_rps")
+    if target and achieved is not None and achieved < criteria.min_achieved_ratio * target:
+        return True
+    return _queue_growing(row.get("latency_trend"), row.get("latency_trend_delta_ms"), criteria)
+
+
+def _queue_growing(trend: float | None, delta_ms: float | None, criteria: Criteria) -> bool:
+    return trend is not None and trend > criteria.max_latency_trend and (delta_ms or 0) > criteria.min_trend_delta_ms
+
+
 def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool = True,
               now_s: float | None = None) -> dict:
     """One stage; with ``now_s`` (a live view) only the seconds already complete are counted."""
@@ -119,7 +134,7 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
         bad = (s.failures + s.dropped) / s.scheduled
         if bad > criteria.max_error_ratio:
             reasons.append(f"{bad:.1%} failed or dropped > {criteria.max_error_ratio:.1%}")
-    if trend is not None and trend > criteria.max_latency_trend and (trend_delta or 0) > criteria.min_trend_delta_ms:
+    if _queue_growing(trend, trend_delta, criteria):
         reasons.append(f"latency rising through the hold (x{trend:.2f}, +{trend_delta:.1f} ms): queue growing")
     if criteria.slo_p99_ms is not None and lat.get("p99") is not None and lat["p99"] > criteria.slo_p99_ms:
         reasons.append(f"p99 {lat['p99']:.1f} ms > SLO {criteria.slo_p99_ms:g} ms")

@@ -7,8 +7,10 @@ lower end. Never proposes more than ``max_rps``.
 Narrowing uses what an overloaded stage measured: an open-loop server that fell behind
 completed requests at its capacity, so its throughput is the next rate to try (kept inside
 the bracket, at least ``precision`` from either end, so each probe can close it). That
-takes one or two stages where bisection takes four or five. A stage that kept up with
-its rate but failed on latency or errors says nothing about capacity: bisect then.
+takes one or two stages where bisection takes four or five. A stage that fell behind only
+a little (a queue growing, or answers a few percent short) was at capacity: the next probe
+is just below it, which closes the bracket if sustained. A stage that kept up with its rate
+but failed on the SLO or errors says nothing about capacity: bisect then.
 """
 
 from __future__ import annotations
@@ -63,10 +65,12 @@ class AutoSearch:
     def hold_s(self) -> float:
         return self.config.narrow_hold_s if self.narrowing else self.config.hold_s
 
-    def next(self, rate: float, sustained: bool, throughput: float | None = None) -> float | None:
+    def next(self, rate: float, sustained: bool, throughput: float | None = None,
+             fell_behind: bool = False) -> float | None:
         """Record a stage verdict; return the next rate to try, or None when done.
 
-        ``throughput`` is the rate of good answers the stage measured, if known."""
+        ``throughput`` is the rate of good answers the stage measured, if known; ``fell_behind``
+        says the stage failed for want of capacity (too few answers or a growing queue)."""
         self.history.append((rate, sustained))
         cfg = self.config
         if sustained:
@@ -85,7 +89,7 @@ class AutoSearch:
         if sustained and probed == rate:
             # the estimate held: the bracket's next probe is just above it, which may close it
             return self.lo * (1 + cfg.precision)
-        estimate = self.probing = self._estimate(rate, sustained, throughput)
+        estimate = self.probing = self._estimate(rate, sustained, throughput, fell_behind)
         if self.lo is None:
             nxt = estimate if estimate is not None else rate / cfg.growth
             if nxt < cfg.min_rps:
@@ -94,11 +98,12 @@ class AutoSearch:
             return nxt
         return estimate if estimate is not None else math.sqrt(self.lo * self.hi)
 
-    def _estimate(self, rate: float, sustained: bool, throughput: float | None) -> float | None:
+    def _estimate(self, rate: float, sustained: bool, throughput: float | None,
+                  fell_behind: bool = False) -> float | None:
         """The overloaded stage's throughput as the next rate, inside the bracket; None if the
         stage did not fall behind (or the bracket is too narrow to place it)."""
         p = self.config.precision
-        if sustained or not throughput or throughput * (1 + p) > rate:
+        if sustained or not throughput or (throughput * (1 + p) > rate and not fell_behind):
             return None
         assert self.hi is not None
         low = self.lo * (1 + p) if self.lo is not None else 0.0

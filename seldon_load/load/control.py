@@ -34,6 +34,7 @@ class Verdict:
     ready: bool
     sustained: bool = False
     throughput_rps: float | None = None  # good answers a second; None if the generator fell behind
+    fell_behind: bool = False  # too few answers or a growing queue (not just the SLO or errors)
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Controller:
         verdict = self.judge(win)
         if not verdict.ready:
             return
-        nxt = self.search.next(win.target_rps, verdict.sustained, verdict.throughput_rps)
+        nxt = self.search.next(win.target_rps, verdict.sustained, verdict.throughput_rps, verdict.fell_behind)
         auto = self.config.auto
         if nxt is not None:
             hold = self.search.hold_s()

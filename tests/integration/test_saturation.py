@@ -22,7 +22,8 @@ def test_auto_search_finds_capacity_within_10_percent_with_two_workers(testbed, 
     assert sat["recommended_rps"] == pytest.approx(0.8 * sat["max_sustainable_rps"])
     assert max(s["target_rps"] for s in res["stages"]) <= 400
     # 25, 50, 100, 200 (overloaded: ~100 rps answered), then one or two stages near 100 close the
-    # bracket; bisecting 100..200 took three or four
+    # bracket; bisecting 100..200 took three or four. At exactly its capacity, 100 may fail (a
+    # growing queue): then 92.6 just below it closes the bracket, where bisecting 50..100 took four
     assert len(res["stages"]) <= 6, [s["target_rps"] for s in res["stages"]]
     assert sat["criteria"]["min_achieved_ratio"] == 0.95
     # results files are all there

@@ -84,6 +84,22 @@ def test_a_stage_that_kept_up_but_failed_bisects_instead():
     assert s.next(200, False, 199) == pytest.approx((100 * 200) ** 0.5)
 
 
+def test_a_stage_just_above_capacity_probes_just_below_it():
+    """At capacity (a queue growing, answers a few percent short) the throughput is no estimate,
+    yet the capacity is just below: one probe there closes the bracket where bisection takes four."""
+    s = AutoSearch(AutoConfig(start_rps=25, max_rps=400, precision=0.08).validate())
+    assert s.next(25, True, 25) == 50
+    assert s.next(50, True, 50) == 100
+    nxt = s.next(100, False, 97.0, fell_behind=True)
+    assert nxt == pytest.approx(100 / 1.08)
+    assert s.next(nxt, True, nxt) is None and s.lo == nxt and s.hi == 100
+    # not sustained there either: it too fell behind, so again just below it
+    s = AutoSearch(AutoConfig(start_rps=25, max_rps=400, precision=0.08).validate())
+    s.next(50, True, 50)
+    s.next(100, False, 97.0, fell_behind=True)
+    assert s.next(100 / 1.08, False, 91.0, fell_behind=True) == pytest.approx(100 / 1.08 ** 2)
+
+
 def test_first_stage_overloaded_goes_to_its_throughput():
     s = AutoSearch(AutoConfig(start_rps=400, max_rps=1000, precision=0.05).validate())
     assert s.next(400, False, 120) == 120

@@ -4,7 +4,7 @@ import pytest
 
 from seldon_load.analyze.results import build_results
 from seldon_load.analyze.saturation import saturation
-from seldon_load.analyze.stages import Criteria, stage_table
+from seldon_load.analyze.stages import Criteria, fell_behind, stage_table
 from seldon_load.load.plan import RatePlan, Stage
 from seldon_load.measure.aggregate import Aggregate
 from seldon_load.measure.recorder import Recorder
@@ -64,6 +64,22 @@ def test_queue_growing_is_not_sustained_and_capacity_is_estimated():
     assert sat["saturated"] and sat["max_sustainable_rps"] == 80 and sat["first_unsustained_stage"] == 2
     assert sat["recommended_rps"] == pytest.approx(64)
     assert sat["capacity_estimate_rps"] == pytest.approx(100, rel=0.03)
+
+
+def test_fell_behind_tells_a_capacity_failure_from_an_slo_or_error_failure():
+    agg, plan = synth([Stage(80, 1, 8), Stage(120, 1, 8)], None, capacity=100.0)
+    under, over = rows(agg, plan)
+    assert not fell_behind(under, Criteria()) and fell_behind(over, Criteria())
+    # kept up at its rate: only the SLO broke, or requests failed, which says nothing of capacity
+    agg, plan = synth([Stage(40, 0, 5)], lambda t, r: 40.0)
+    (slo,) = rows(agg, plan, slo_p99_ms=25)
+    assert slo["sustained"] is False and not fell_behind(slo, Criteria(slo_p99_ms=25))
+    agg, plan = synth([Stage(100, 0, 5)], lambda t, r: 3.0, error_kind="http_503", error_every=20)
+    (errs,) = rows(agg, plan)
+    assert errs["sustained"] is False and not fell_behind(errs, Criteria())
+    # a queue growing at full throughput (a stage just above capacity) fell behind
+    grown = dict(under, latency_trend=3.0, latency_trend_delta_ms=40.0)
+    assert fell_behind(grown, Criteria())
 
 
 def test_errors_above_limit():
