@@ -127,6 +127,16 @@ class Window:
         return 1e6 * self.target_cpu_s / self.requests if self.requests > 0 else None
 
 
+@dataclass
+class Probe:
+    """A generator measured while it runs: its process, its target's request counter and the
+    target's PIDs (for the target's CPU)."""
+
+    proc: subprocess.Popen
+    count: Callable[[], float]
+    target_pid: int | list[int] | None = None
+
+
 def measure_window(
     proc: subprocess.Popen,
     count: Callable[[], float],
@@ -138,25 +148,45 @@ def measure_window(
 ) -> Window | None:
     """Wait until the target sees load, skip ``warmup_s``, then sample CPU and the target's
     counter ``window_s`` apart. None if the run ended first."""
-    tree = TreeCpu(proc.pid)
-    base = count()
+    return measure_windows([Probe(proc, count, target_pid)], rate_rps, window_s, warmup_s, start_timeout_s)[0]
+
+
+def measure_windows(probes: list[Probe], rate_rps: float, window_s: float, warmup_s: float = 2.0,
+                    start_timeout_s: float = 60.0) -> list[Window | None]:
+    """One window for generators that run at the same time, sampled at the same instants once
+    every target sees load: whatever the shared machine's speed then, they all ran at it. A
+    probe whose run ended before the window closed gets None."""
+    trees = [TreeCpu(p.proc.pid) for p in probes]
+    bases = [p.count() for p in probes]
     deadline = time.monotonic() + start_timeout_s
-    while count() - base < max(1.0, rate_rps * 0.05):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return None
-        tree.refresh()
+    need = max(1.0, rate_rps * 0.05)
+    while any(p.count() - b < need for p, b in zip(probes, bases, strict=True)):
+        if any(p.proc.poll() is not None for p in probes) or time.monotonic() > deadline:
+            return [None] * len(probes)
+        for tree in trees:
+            tree.refresh()
         time.sleep(0.05)
     time.sleep(warmup_s)
-    t_a, c_a, g_a = time.monotonic(), count(), tree.seconds()
-    s_a = pid_cpu_seconds(target_pid) if target_pid else 0.0
+    t_a = time.monotonic()
+    a = [(p.count(), tree.seconds(), pid_cpu_seconds(p.target_pid) if p.target_pid else 0.0)
+         for p, tree in zip(probes, trees, strict=True)]
+    ended = [False] * len(probes)
     while time.monotonic() < t_a + window_s:
-        if proc.poll() is not None:
-            return None
-        tree.refresh()
+        for i, (p, tree) in enumerate(zip(probes, trees, strict=True)):
+            ended[i] = ended[i] or p.proc.poll() is not None
+            tree.refresh()
+        if all(ended):
+            break
         time.sleep(0.2)
-    t_b, c_b, g_b = time.monotonic(), count(), tree.seconds()
-    s_b = pid_cpu_seconds(target_pid) if target_pid else 0.0
-    return Window(t_b - t_a, c_b - c_a, g_b - g_a, s_b - s_a)
+    t_b = time.monotonic()
+    out: list[Window | None] = []
+    for p, tree, (c_a, g_a, s_a), gone in zip(probes, trees, a, ended, strict=True):
+        if gone:
+            out.append(None)
+            continue
+        s_b = pid_cpu_seconds(p.target_pid) if p.target_pid else 0.0
+        out.append(Window(t_b - t_a, p.count() - c_a, tree.seconds() - g_a, s_b - s_a))
+    return out
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -253,25 +283,40 @@ def run_ours(cmd: list[str], count: Callable[[], float] | None = None, rate_rps:
              on_start: Callable[[int], None] | None = None) -> OurRun:
     """Run ``seldon-load run``; with ``count`` measure a steady window while it runs.
     ``preexec`` runs in the child before exec (CPU pinning); ``on_start`` gets its PID."""
-    results_dir = Path(cmd[cmd.index("--results") + 1])
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                preexec_fn=preexec)
-        window, pids = None, []
+    run = OursProcess(cmd, preexec)
+    window = None
+    try:
+        if on_start is not None:
+            on_start(run.proc.pid)
+        if count is not None:
+            window = measure_window(run.proc, count, rate_rps, window_s, target_pid, warmup_s)
+    finally:
+        result = run.finish(window, timeout_s)
+    return result
+
+
+class OursProcess:
+    """``seldon-load run`` started in its own session, for runs measured side by side."""
+
+    def __init__(self, cmd: list[str], preexec: Callable[[], None] | None = None) -> None:
+        self.results_dir = Path(cmd[cmd.index("--results") + 1])
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.err,
+                                     start_new_session=True, preexec_fn=preexec)
+
+    def finish(self, window: Window | None, timeout_s: float = 300.0) -> OurRun:
+        """Wait for the run to end by itself (else end it), and read what it wrote."""
+        pids = tree_pids(self.proc.pid) if window is not None else []
         try:
-            if on_start is not None:
-                on_start(proc.pid)
-            if count is not None:
-                window = measure_window(proc, count, rate_rps, window_s, target_pid, warmup_s)
-                pids = tree_pids(proc.pid)
-            proc.wait(timeout=timeout_s)
+            self.proc.wait(timeout=timeout_s)
         finally:
-            stop(proc)
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")[-3000:]
-    path = results_dir / "results.json"
-    results = json.loads(path.read_text()) if path.is_file() else None
-    return OurRun(proc.returncode, results, window, pids, stderr)
+            stop(self.proc)
+        self.err.seek(0)
+        stderr = self.err.read().decode(errors="replace")[-3000:]
+        self.err.close()
+        path = self.results_dir / "results.json"
+        results = json.loads(path.read_text()) if path.is_file() else None
+        return OurRun(self.proc.returncode, results, window, pids, stderr)
 
 
 # ---------------------------------------------------------------------------- k6

@@ -54,6 +54,11 @@ OVERLOAD_RPS = 60000
 # workers 15-25 % more CPU than one; at 0.25 that happened in some runs (1.61 against 2.01); at
 # 0.15 (5 runs) two workers cost 0.98x of one per request (docs/performance.md)
 SCALE_BUDGET_CORES = 0.15
+# the scale-out pairs (one-worker and two-worker swarm side by side): a stage long enough that
+# both swarms' windows lie inside it whichever starts first (start-ups differ by up to 1 s)
+SCALE_PAIRS = 5  # with the default 3 runs a figure; side by side, five pairs take the time three did
+SCALE_STAGE_S = 8.0
+SCALE_WINDOW_S = 3.0
 LIMITS = {"cpu_rest": 0.5, "cpu_grpc": 0.7, "accuracy": 0.01, "send_lag_ms": 2.0, "scale_out": 1.8,
           "latency_rel": 0.05, "latency_abs_ms": 0.3, "record_ns": 2000.0, "saturation_s": 180.0,
           "saturation_rel": 0.05, "max_rate_lag_ms": 5.0}
@@ -385,47 +390,68 @@ def fig_max_rate(ctx: Context, protocol: str) -> dict[str, Any]:
 def fig_scale_out(ctx: Context) -> dict[str, Any]:
     """Throughput at the generator limit (an offered rate far above it), 2 workers vs 1,
     against nginx REST; counted by nginx over a window, with the generators' CPU per request
-    over the same window. Each worker is pinned to a core of its own and, where cgroups can
-    be written, held to the same CPU budget (SCALE_BUDGET_CORES): on a 2-core machine that
-    also runs nginx and the Locust master, that budget stands in for a dedicated core each,
-    so the figure measures how the generator scales, not how many cores are left over."""
-    target = ctx.fast
+    over the same window. Each worker is held, where cgroups can be written, to the same CPU
+    budget (SCALE_BUDGET_CORES): on a 2-core machine that also runs nginx and the Locust
+    master, that budget stands in for a dedicated core each, so the figure measures how the
+    generator scales, not how many cores are left over.
+
+    The one-worker and the two-worker swarm run at the same time, each against an nginx of
+    its own, and are counted over the same seconds: this shared machine's speed drifts by
+    1.5x within a minute, and run one after the other a fast moment for either side moved
+    the ratio by 0.4. Side by side, both ran at whatever speed the machine had. They swap
+    nginx instances (and the lone worker its core) from pair to pair."""
+    targets = ctx.scale_targets
     budget = SCALE_BUDGET_CORES if hx.CpuBudget.available() else None
     runs: dict[int, list[dict]] = {1: [], 2: []}
+    ratios: list[float | None] = []
     cmds = {}
-    for i in range(ctx.runs):
+    ncpu = os.cpu_count() or 1
+    for i in range(SCALE_PAIRS if ctx.runs >= 3 else ctx.runs):
+        swarms = {}
         for workers in (1, 2):
+            target = targets[(i + workers) % 2]
             out = ctx.tmp / f"scale-{workers}-{i}"
-            cmd = hx.seldon_load_cmd(target.rest_url, "fast", "rest", f"{OVERLOAD_RPS}:0s:5s", workers, out,
-                                     ["--settle", "1s", "--max-in-flight", "256", "--drain-timeout", "5s",
-                                      "--no-locust-stats"])
+            cmd = hx.seldon_load_cmd(target.rest_url, "fast", "rest", f"{OVERLOAD_RPS}:0s:{SCALE_STAGE_S:g}s",
+                                     workers, out, ["--settle", "1s", "--max-in-flight", "256",
+                                                    "--drain-timeout", "5s", "--no-locust-stats"])
             cmds[workers] = " ".join(_rel(c) for c in cmd)
-            groups = [hx.CpuBudget(f"seldon-load-bench-w{k}", budget) for k in range(workers)] if budget else []
-            try:
-                run = hx.run_ours(cmd, target.requests, OVERLOAD_RPS, 3.0, target.pids, warmup_s=1.0,
-                                  on_start=lambda pid, g=groups: _pin_workers(pid, g))
-            finally:
+            groups = [hx.CpuBudget(f"seldon-load-bench-{workers}w{k}", budget) for k in range(workers)] \
+                if budget else []
+            swarms[workers] = (target, groups, hx.OursProcess(cmd))
+        windows: list[Any] = [None, None]
+        try:
+            for workers, (_, groups, proc) in swarms.items():
+                _pin_workers(proc.proc.pid, groups, first_cpu=i % ncpu if workers == 1 else 0, count=workers)
+            windows = hx.measure_windows([hx.Probe(proc.proc, t.requests, t.pids) for t, _, proc in swarms.values()],
+                                         OVERLOAD_RPS, SCALE_WINDOW_S, warmup_s=1.0)
+        finally:
+            done = {w: proc.finish(win) for (w, (_, _, proc)), win in zip(swarms.items(), windows, strict=True)}
+            for _, groups, _ in swarms.values():
                 for group in groups:
                     group.remove()
+        for workers, run in done.items():
             w = run.window
             runs[workers].append({"rps": w and w.rate_rps, "cpu_us_per_request": w and w.cpu_us_per_request,
                                   "target_cpu_us_per_request": w and w.target_cpu_us_per_request,
                                   "exit": run.code})
-            ctx.log(f"  scale-out {workers} worker(s) run {i + 1}: {_fmt(runs[workers][-1], 'rps', 0)} rps, "
-                    f"{_fmt(runs[workers][-1], 'cpu_us_per_request')} us CPU/request")
+        one, two = runs[1][-1]["rps"], runs[2][-1]["rps"]
+        ratios.append(two / one if one and two else None)
+        ctx.log(f"  scale-out pair {i + 1}: 1 worker {_fmt(runs[1][-1], 'rps', 0)} rps "
+                f"({_fmt(runs[1][-1], 'cpu_us_per_request')} us CPU/request), 2 workers {_fmt(runs[2][-1], 'rps', 0)} "
+                f"rps ({_fmt(runs[2][-1], 'cpu_us_per_request')} us), ratio {_fmt({'r': ratios[-1]}, 'r', 2)}")
     one, two = _median_of(runs[1], "rps"), _median_of(runs[2], "rps")
     cpu1, cpu2 = _median_of(runs[1], "cpu_us_per_request"), _median_of(runs[2], "cpu_us_per_request")
-    ratio = two / one if one and two else None
+    ratio = hx.median(ratios)
     efficiency = cpu1 / cpu2 if cpu1 and cpu2 else None
-    return {"commands": cmds, "runs": runs, "one_worker_rps": one, "two_workers_rps": two, "ratio": ratio,
-            "worker_cpu_budget_cores": budget,
+    return {"commands": cmds, "runs": runs, "pair_ratios": ratios, "one_worker_rps": one, "two_workers_rps": two,
+            "ratio": ratio, "side_by_side": True, "worker_cpu_budget_cores": budget,
             "cpu_us_per_request_1": cpu1, "cpu_us_per_request_2": cpu2, "cpu_efficiency_2_vs_1": efficiency,
             "limit": LIMITS["scale_out"], "passed": ratio is not None and ratio >= LIMITS["scale_out"]}
 
 
-def _pin_workers(cli_pid: int, budgets: list[Any]) -> None:
-    """Once the worker processes exist, give each its own core (round robin) and its own
-    CPU budget (if any)."""
+def _pin_workers(cli_pid: int, budgets: list[Any], first_cpu: int = 0, count: int = 1) -> None:
+    """Once the ``count`` worker processes exist, give each a core (round robin from
+    ``first_cpu``) and its own CPU budget (if any)."""
     import psutil
 
     deadline = time.monotonic() + 30
@@ -435,10 +461,10 @@ def _pin_workers(cli_pid: int, budgets: list[Any]) -> None:
         except psutil.Error:
             return
         workers = [k for k in kids if "--worker" in _cmdline(k)]
-        if workers and len(workers) >= max(1, len(budgets)):
+        if workers and len(workers) >= max(count, len(budgets)):
             ncpu = os.cpu_count() or 1
             for i, w in enumerate(sorted(workers, key=lambda p: p.pid)):
-                pin(w.pid, {i % ncpu})
+                pin(w.pid, {(first_cpu + i) % ncpu})
                 if i < len(budgets):
                     budgets[i].add(w.pid)
             return
@@ -498,6 +524,7 @@ class Context:
         self.k6 = hx.k6_binary() is not None and not args.no_k6
         self.testbed: Any = None
         self.fast: Any = None
+        self.scale_targets: tuple[Any, Any] = (None, None)
         self.payloads: tuple[Path, Path] = (tmp, tmp)
         self.pin_gen = _pin_self_for_children()
 
@@ -604,9 +631,9 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
                 if "scale_out" in only:
                     # one nginx worker per core, so every core holds the same (a generator worker's
                     # share and nginx's) whether one or two generator workers run
-                    with NginxTarget(workers=os.cpu_count() or 1) as spread:
-                        ctx.fast = spread
-                        ctx.log("scale-out, 2 workers vs 1")
+                    with NginxTarget(workers=os.cpu_count() or 1) as a, NginxTarget(workers=os.cpu_count() or 1) as b:
+                        ctx.scale_targets = (a, b)
+                        ctx.log("scale-out, 2 workers vs 1, side by side")
                         out["scale_out"] = _timed(fig_scale_out, ctx)
         if "recording" in only:
             ctx.log("recording overhead")
