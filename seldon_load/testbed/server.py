@@ -44,12 +44,13 @@ SYNTH_MODELS: dict[str, tuple[float, str, int]] = {
     "synth-5ms": (5.0, "wait", 1),
     "synth-8ms": (8.0, "wait", 1),
     "synth-10ms": (10.0, "wait", 1),
+    "synth-20ms": (20.0, "wait", 1),
     "synth-busy-2ms": (2.0, "busy", 1),
     "join-1ms": (1.0, "wait", 2),
 }
 IRIS_MODEL = "iris"
 # pipeline name -> spec file in PIPELINES_DIR
-PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml"}
+PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml", "slow-branch": "slow-branch.yaml"}
 MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, IRIS_MODEL, *PIPELINES)
 
 

@@ -77,7 +77,7 @@ def expected_for(model: str) -> np.ndarray:
         return np.array([[0], [2]])  # setosa, virginica
     if model == "linear":  # synth-2ms -> synth-5ms -> synth-3ms: each step sums a row of 4
         return synth_expected(synth_expected(synth_expected(ROWS)))
-    if model == "branching":  # synth-1ms -> (synth-2ms, synth-8ms) -> join-1ms
+    if model in ("branching", "slow-branch"):  # synth-1ms -> (synth-2ms, synth-8ms or -20ms) -> join-1ms
         first = synth_expected(ROWS)
         return synth_expected(synth_expected(first), synth_expected(first))
     return synth_expected(*inputs_for(model).values())
