@@ -130,11 +130,33 @@ class Window:
 @dataclass
 class Probe:
     """A generator measured while it runs: its process, its target's request counter and the
-    target's PIDs (for the target's CPU)."""
+    target's PIDs (for the target's CPU); ``also``, more generators sending to the same target,
+    whose CPU counts with it."""
 
     proc: subprocess.Popen
     count: Callable[[], float]
     target_pid: int | list[int] | None = None
+    also: list[subprocess.Popen] = field(default_factory=list)
+
+    def procs(self) -> list[subprocess.Popen]:
+        return [self.proc, *self.also]
+
+    def ended(self) -> bool:
+        return any(p.poll() is not None for p in self.procs())
+
+
+class _Trees:
+    """CPU seconds of several process trees together."""
+
+    def __init__(self, procs: list[subprocess.Popen]) -> None:
+        self.trees = [TreeCpu(p.pid) for p in procs]
+
+    def refresh(self) -> None:
+        for tree in self.trees:
+            tree.refresh()
+
+    def seconds(self) -> float:
+        return sum(tree.seconds() for tree in self.trees)
 
 
 def measure_window(
@@ -156,12 +178,12 @@ def measure_windows(probes: list[Probe], rate_rps: float, window_s: float, warmu
     """One window for generators that run at the same time, sampled at the same instants once
     every target sees load: whatever the shared machine's speed then, they all ran at it. A
     probe whose run ended before the window closed gets None."""
-    trees = [TreeCpu(p.proc.pid) for p in probes]
+    trees = [_Trees(p.procs()) for p in probes]
     bases = [p.count() for p in probes]
     deadline = time.monotonic() + start_timeout_s
     need = max(1.0, rate_rps * 0.05)
     while any(p.count() - b < need for p, b in zip(probes, bases, strict=True)):
-        if any(p.proc.poll() is not None for p in probes) or time.monotonic() > deadline:
+        if any(p.ended() for p in probes) or time.monotonic() > deadline:
             return [None] * len(probes)
         for tree in trees:
             tree.refresh()
@@ -173,7 +195,7 @@ def measure_windows(probes: list[Probe], rate_rps: float, window_s: float, warmu
     ended = [False] * len(probes)
     while time.monotonic() < t_a + window_s:
         for i, (p, tree) in enumerate(zip(probes, trees, strict=True)):
-            ended[i] = ended[i] or p.proc.poll() is not None
+            ended[i] = ended[i] or p.ended()
             tree.refresh()
         if all(ended):
             break

@@ -395,63 +395,71 @@ def fig_scale_out(ctx: Context) -> dict[str, Any]:
     master, that budget stands in for a dedicated core each, so the figure measures how the
     generator scales, not how many cores are left over.
 
-    The one-worker and the two-worker swarm run at the same time, each against an nginx of
-    its own, and are counted over the same seconds: this shared machine's speed drifts by
-    1.5x within a minute, and run one after the other a fast moment for either side moved
-    the ratio by 0.4. Side by side, both ran at whatever speed the machine had. They swap
-    nginx instances (and the lone worker its core) from pair to pair."""
+    Everything runs at once, counted over the same seconds: a two-worker swarm (a worker on
+    each core) against one nginx, and two one-worker swarms (one on each core) against the
+    other, whose count halved is the one-worker throughput. This shared machine's speed
+    drifts by 1.5x within a minute, and its two cores are not always equally fast: run one
+    after the other, a fast moment for either side moved the ratio by 0.4, and one lone
+    worker side by side took whichever core it was given (pairs 1.72 and 2.12). Now each
+    core carries the same generator work for both sides. The sides swap nginx instances from
+    pair to pair."""
     targets = ctx.scale_targets
     budget = SCALE_BUDGET_CORES if hx.CpuBudget.available() else None
     runs: dict[int, list[dict]] = {1: [], 2: []}
     ratios: list[float | None] = []
     cmds = {}
-    ncpu = os.cpu_count() or 1
     for i in range(SCALE_PAIRS if ctx.runs >= 3 else ctx.runs):
-        swarms = {}
-        for workers in (1, 2):
-            target = targets[(i + workers) % 2]
-            out = ctx.tmp / f"scale-{workers}-{i}"
-            cmd = hx.seldon_load_cmd(target.rest_url, "fast", "rest", f"{OVERLOAD_RPS}:0s:{SCALE_STAGE_S:g}s",
-                                     workers, out, ["--settle", "1s", "--max-in-flight", "256",
-                                                    "--drain-timeout", "5s", "--no-locust-stats"])
-            cmds[workers] = " ".join(_rel(c) for c in cmd)
-            groups = [hx.CpuBudget(f"seldon-load-bench-{workers}w{k}", budget) for k in range(workers)] \
-                if budget else []
-            swarms[workers] = (target, groups, hx.OursProcess(cmd))
+        # (workers per swarm, swarms, target): the cores each swarm's workers are pinned to
+        sides = {1: (targets[i % 2], [[0], [1]]), 2: (targets[(i + 1) % 2], [[0, 1]])}
+        procs: dict[int, list[Any]] = {1: [], 2: []}
+        groups: list[Any] = []
         windows: list[Any] = [None, None]
         try:
-            for workers, (_, groups, proc) in swarms.items():
-                _pin_workers(proc.proc.pid, groups, first_cpu=i % ncpu if workers == 1 else 0, count=workers)
-            windows = hx.measure_windows([hx.Probe(proc.proc, t.requests, t.pids) for t, _, proc in swarms.values()],
-                                         OVERLOAD_RPS, SCALE_WINDOW_S, warmup_s=1.0)
+            for workers, (target, swarms) in sides.items():
+                for k, cores in enumerate(swarms):
+                    out = ctx.tmp / f"scale-{workers}-{i}-{k}"
+                    cmd = hx.seldon_load_cmd(target.rest_url, "fast", "rest", f"{OVERLOAD_RPS}:0s:{SCALE_STAGE_S:g}s",
+                                             workers, out, ["--settle", "1s", "--max-in-flight", "256",
+                                                            "--drain-timeout", "5s", "--no-locust-stats"])
+                    cmds[workers] = " ".join(_rel(c) for c in cmd)
+                    mine = [hx.CpuBudget(f"seldon-load-bench-{workers}w{k}-{j}", budget) for j in cores] \
+                        if budget else []
+                    groups += mine
+                    procs[workers].append((hx.OursProcess(cmd), cores, mine))
+            for swarms in procs.values():
+                for proc, cores, mine in swarms:
+                    _pin_workers(proc.proc.pid, mine, cores)
+            probes = [hx.Probe(procs[w][0][0].proc, sides[w][0].requests, sides[w][0].pids,
+                               [p.proc for p, _, _ in procs[w][1:]]) for w in (1, 2)]
+            windows = hx.measure_windows(probes, OVERLOAD_RPS, SCALE_WINDOW_S, warmup_s=1.0)
         finally:
-            done = {w: proc.finish(win) for (w, (_, _, proc)), win in zip(swarms.items(), windows, strict=True)}
-            for _, groups, _ in swarms.values():
-                for group in groups:
-                    group.remove()
-        for workers, run in done.items():
-            w = run.window
-            runs[workers].append({"rps": w and w.rate_rps, "cpu_us_per_request": w and w.cpu_us_per_request,
+            codes = {w: [p.finish(None).code for p, _, _ in swarms] for w, swarms in procs.items()}
+            for group in groups:
+                group.remove()
+        for workers, w in zip((1, 2), windows, strict=True):
+            per = len(sides[workers][1])  # one-worker swarms sharing the count
+            runs[workers].append({"rps": w and w.rate_rps / per, "cpu_us_per_request": w and w.cpu_us_per_request,
                                   "target_cpu_us_per_request": w and w.target_cpu_us_per_request,
-                                  "exit": run.code})
+                                  "swarms": per, "exit": codes.get(workers)})
         one, two = runs[1][-1]["rps"], runs[2][-1]["rps"]
         ratios.append(two / one if one and two else None)
-        ctx.log(f"  scale-out pair {i + 1}: 1 worker {_fmt(runs[1][-1], 'rps', 0)} rps "
-                f"({_fmt(runs[1][-1], 'cpu_us_per_request')} us CPU/request), 2 workers {_fmt(runs[2][-1], 'rps', 0)} "
+        ctx.log(f"  scale-out pair {i + 1}: 1 worker {_fmt(runs[1][-1], 'rps', 0)} rps (two, one per core; "
+                f"{_fmt(runs[1][-1], 'cpu_us_per_request')} us CPU/request), 2 workers {_fmt(runs[2][-1], 'rps', 0)} "
                 f"rps ({_fmt(runs[2][-1], 'cpu_us_per_request')} us), ratio {_fmt({'r': ratios[-1]}, 'r', 2)}")
     one, two = _median_of(runs[1], "rps"), _median_of(runs[2], "rps")
     cpu1, cpu2 = _median_of(runs[1], "cpu_us_per_request"), _median_of(runs[2], "cpu_us_per_request")
     ratio = hx.median(ratios)
     efficiency = cpu1 / cpu2 if cpu1 and cpu2 else None
     return {"commands": cmds, "runs": runs, "pair_ratios": ratios, "one_worker_rps": one, "two_workers_rps": two,
-            "ratio": ratio, "side_by_side": True, "worker_cpu_budget_cores": budget,
+            "ratio": ratio, "side_by_side": "2-worker swarm vs two 1-worker swarms, one per core",
+            "worker_cpu_budget_cores": budget,
             "cpu_us_per_request_1": cpu1, "cpu_us_per_request_2": cpu2, "cpu_efficiency_2_vs_1": efficiency,
             "limit": LIMITS["scale_out"], "passed": ratio is not None and ratio >= LIMITS["scale_out"]}
 
 
-def _pin_workers(cli_pid: int, budgets: list[Any], first_cpu: int = 0, count: int = 1) -> None:
-    """Once the ``count`` worker processes exist, give each a core (round robin from
-    ``first_cpu``) and its own CPU budget (if any)."""
+def _pin_workers(cli_pid: int, budgets: list[Any], cores: list[int]) -> None:
+    """Once the run's worker processes exist (one per entry of ``cores``), pin each to its core
+    (where the machine has it) and give it its own CPU budget (if any)."""
     import psutil
 
     deadline = time.monotonic() + 30
@@ -461,10 +469,10 @@ def _pin_workers(cli_pid: int, budgets: list[Any], first_cpu: int = 0, count: in
         except psutil.Error:
             return
         workers = [k for k in kids if "--worker" in _cmdline(k)]
-        if workers and len(workers) >= max(count, len(budgets)):
+        if workers and len(workers) >= len(cores):
             ncpu = os.cpu_count() or 1
             for i, w in enumerate(sorted(workers, key=lambda p: p.pid)):
-                pin(w.pid, {(first_cpu + i) % ncpu})
+                pin(w.pid, {cores[i % len(cores)] % ncpu})
                 if i < len(budgets):
                     budgets[i].add(w.pid)
             return
