@@ -113,6 +113,7 @@ class Window:
     requests: float
     gen_cpu_s: float
     target_cpu_s: float
+    steal_percent: float | None = None  # of all CPU time in the window (cpu_ticks)
 
     @property
     def rate_rps(self) -> float:
@@ -189,7 +190,7 @@ def measure_windows(probes: list[Probe], rate_rps: float, window_s: float, warmu
             tree.refresh()
         time.sleep(0.05)
     time.sleep(warmup_s)
-    t_a = time.monotonic()
+    t_a, ticks_a = time.monotonic(), cpu_ticks()
     a = [(p.count(), tree.seconds(), pid_cpu_seconds(p.target_pid) if p.target_pid else 0.0)
          for p, tree in zip(probes, trees, strict=True)]
     ended = [False] * len(probes)
@@ -201,13 +202,14 @@ def measure_windows(probes: list[Probe], rate_rps: float, window_s: float, warmu
             break
         time.sleep(0.2)
     t_b = time.monotonic()
+    steal = steal_percent(ticks_a, cpu_ticks())
     out: list[Window | None] = []
     for p, tree, (c_a, g_a, s_a), gone in zip(probes, trees, a, ended, strict=True):
         if gone:
             out.append(None)
             continue
         s_b = pid_cpu_seconds(p.target_pid) if p.target_pid else 0.0
-        out.append(Window(t_b - t_a, p.count() - c_a, tree.seconds() - g_a, s_b - s_a))
+        out.append(Window(t_b - t_a, p.count() - c_a, tree.seconds() - g_a, s_b - s_a, steal))
     return out
 
 
@@ -448,6 +450,27 @@ class MLServerTestbed:
 
     def tree_cpu(self) -> TreeCpu | None:
         return TreeCpu(self.pid) if self.pid else None
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None off Linux. Steal is time
+    the hypervisor ran something else while this VM had work: the noise the figures swim in."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of all CPU time between two ``cpu_ticks`` samples that the hypervisor stole."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def machine_facts() -> dict[str, Any]:

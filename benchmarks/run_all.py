@@ -148,6 +148,7 @@ def fig_cpu(ctx: Context, protocol: str) -> dict[str, Any]:
             "cpu_us_per_request": run.window and run.window.cpu_us_per_request,
             "target_cpu_us_per_request": run.window and run.window.target_cpu_us_per_request,
             "window_rps": run.window and run.window.rate_rps,
+            "steal_percent": run.window and run.window.steal_percent,
             "achieved_rps": st.get("achieved_rps"),
             "achieved_ratio": st.get("achieved_rps") / RATE_RPS if st.get("achieved_rps") else None,
             "send_lag_p99_ms": (st.get("send_lag_ms") or {}).get("p99"),
@@ -158,7 +159,7 @@ def fig_cpu(ctx: Context, protocol: str) -> dict[str, Any]:
         })
         ctx.log(f"  ours {protocol} run {i + 1}: {_fmt(ours[-1], 'cpu_us_per_request')} us/req, "
                 f"lag p99 {_fmt(ours[-1], 'send_lag_p99_ms')} ms, p50/p99 {_fmt(ours[-1], 'latency_p50_ms')}/"
-                f"{_fmt(ours[-1], 'latency_p99_ms')} ms")
+                f"{_fmt(ours[-1], 'latency_p99_ms')} ms, steal {_fmt(ours[-1], 'steal_percent')} %")
         if not ctx.k6:
             continue
         payload = rest_payload if protocol == "rest" else grpc_payload
@@ -168,11 +169,13 @@ def fig_cpu(ctx: Context, protocol: str) -> dict[str, Any]:
             "cpu_us_per_request": kr.window and kr.window.cpu_us_per_request,
             "target_cpu_us_per_request": kr.window and kr.window.target_cpu_us_per_request,
             "window_rps": kr.window and kr.window.rate_rps,
+            "steal_percent": kr.window and kr.window.steal_percent,
             "latency_p50_ms": kr.trend_ms("med"), "latency_p99_ms": kr.trend_ms("p(99)"), "exit": kr.code,
             "error": kr.stderr[-300:] if kr.code or kr.window is None else "",
         })
         ctx.log(f"  k6   {protocol} run {i + 1}: {_fmt(k6[-1], 'cpu_us_per_request')} us/req, "
-                f"p50/p99 {_fmt(k6[-1], 'latency_p50_ms')}/{_fmt(k6[-1], 'latency_p99_ms')} ms")
+                f"p50/p99 {_fmt(k6[-1], 'latency_p50_ms')}/{_fmt(k6[-1], 'latency_p99_ms')} ms, "
+                f"steal {_fmt(k6[-1], 'steal_percent')} %")
     ours_cpu, k6_cpu = _median_of(ours, "cpu_us_per_request"), _median_of(k6, "cpu_us_per_request")
     ratio = ours_cpu / k6_cpu if ours_cpu and k6_cpu else None
     limit = LIMITS[f"cpu_{protocol}"]
@@ -440,7 +443,7 @@ def fig_scale_out(ctx: Context) -> dict[str, Any]:
             per = len(sides[workers][1])  # one-worker swarms sharing the count
             runs[workers].append({"rps": w and w.rate_rps / per, "cpu_us_per_request": w and w.cpu_us_per_request,
                                   "target_cpu_us_per_request": w and w.target_cpu_us_per_request,
-                                  "swarms": per, "exit": codes.get(workers)})
+                                  "steal_percent": w and w.steal_percent, "swarms": per, "exit": codes.get(workers)})
         one, two = runs[1][-1]["rps"], runs[2][-1]["rps"]
         ratios.append(two / one if one and two else None)
         ctx.log(f"  scale-out pair {i + 1}: 1 worker {_fmt(runs[1][-1], 'rps', 0)} rps (two, one per core; "
@@ -583,10 +586,13 @@ def run_quick(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _timed(fig: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """A figure with its wall time (``elapsed_s``): what `make bench`'s duration is made of."""
-    t0 = time.monotonic()
+    """A figure with its wall time (``elapsed_s``): what `make bench`'s duration is made of;
+    and the CPU time the hypervisor stole meanwhile (``steal_percent``, of both cores), which
+    tells a noisy run from a regression."""
+    t0, ticks = time.monotonic(), hx.cpu_ticks()
     out = fig(*args)
     out["elapsed_s"] = round(time.monotonic() - t0, 1)
+    out["steal_percent"] = hx.steal_percent(ticks, hx.cpu_ticks())
     return out
 
 
@@ -708,6 +714,15 @@ def summary(res: dict[str, Any]) -> str:
     sat = res.get("saturation") or {}
     if sat.get("wall_s") is not None:
         row("saturation search (s)", sat["wall_s"], CAPACITY_RPS, sat["rel_error"], "<= 180 s, 5 %", sat["passed"])
+    stolen = []
+    for name, fig in res.items():
+        parts = [(f"{name} {p}", f) for p, f in fig.items()] if name == "max_rate" and isinstance(fig, dict) \
+            else [(name, fig)]
+        for label, part in parts:
+            if isinstance(part, dict) and part.get("steal_percent") is not None:
+                stolen.append(f"{label} {part['steal_percent']:g}")
+    if stolen:
+        row("CPU stolen by the hypervisor, % per figure", ", ".join(stolen), None, None, "noise, not a bar", None)
     return "\n".join(lines)
 
 
