@@ -453,24 +453,18 @@ class MLServerTestbed:
 
 
 def cpu_ticks() -> tuple[int, int] | None:
-    """(steal, total) jiffies of all CPUs from /proc/stat, or None off Linux. Steal is time
-    the hypervisor ran something else while this VM had work: the noise the figures swim in."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    return ticks[7], sum(ticks)
+    """(steal, total) CPU jiffies now: steal is time the hypervisor ran other guests while this
+    VM had work, the noise the figures swim in (the generator reports it per stage too)."""
+    from seldon_load.measure.recorder import steal_ticks
+
+    return steal_ticks()
 
 
 def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """Share of all CPU time between two ``cpu_ticks`` samples that the hypervisor stole."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+    from seldon_load.measure.recorder import steal_percent as share
+
+    value = share(before, after)
+    return None if value is None else round(value, 1)
 
 
 def machine_facts() -> dict[str, Any]:

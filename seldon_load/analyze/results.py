@@ -58,11 +58,25 @@ def generator_health(rows: list[dict], criteria: Criteria, master_cpu_max: float
     cpu_max = max([r["cpu_percent_max"] for r in rows if r.get("cpu_percent_max") is not None]
                   + ([master_cpu_max] if master_cpu_max is not None else []), default=None)
     lag_max = max([r["send_lag_ms"]["p99"] for r in rows if r["send_lag_ms"].get("p99") is not None], default=None)
+    steal_max = max([r["steal_percent_max"] for r in rows if r.get("steal_percent_max") is not None], default=None)
     for r in rows:
         if not r.get("generator_healthy", True):
             warnings.append(f"stage {r['index']}: " + "; ".join(x for x in r["reasons"] if x.startswith("generator")))
     return {"cpu_percent_max": _round(cpu_max, 1), "healthy": not warnings,
-            "send_lag_p99_ms_max": _round(lag_max), "warnings": warnings}
+            "send_lag_p99_ms_max": _round(lag_max), "steal_percent_max": _round(steal_max, 1), "warnings": warnings}
+
+
+def steal_notes(rows: list[dict], criteria: Criteria) -> list[str]:
+    """Stages during which the hypervisor took much of the machine's CPU time. Not a generator
+    fault (send lag says whether the schedule held), but every timing taken then, on this
+    machine's side, waited for a CPU as well: worth knowing before trusting a p99."""
+    hit = [r for r in rows if (r.get("steal_percent_max") or 0) > criteria.note_steal_percent]
+    if not hit:
+        return []
+    worst = max(r["steal_percent_max"] for r in hit)
+    stages = ", ".join(str(r["index"]) for r in hit)
+    return [f"CPU steal up to {worst:.0f}% in stage(s) {stages}: the hypervisor gave that share of this "
+            f"machine's CPU time to other guests, so latencies measured then may include waits for a CPU"]
 
 
 def thresholds(rows: list[dict], sat: dict, mode: str, criteria: Criteria,
@@ -119,5 +133,5 @@ def build_results(*, agg, stages, names, criteria: Criteria, target: dict, mode:
         "generator": gen,
         "thresholds": th,
         "passed": all(t["passed"] for t in th),
-        "notes": notes or [],
+        "notes": (notes or []) + steal_notes(rows, criteria),
     }

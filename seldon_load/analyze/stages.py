@@ -26,6 +26,7 @@ class Criteria:
     recommended_fraction: float = 0.8
     max_send_lag_ms: float = 10.0
     max_cpu_percent: float = 90.0
+    note_steal_percent: float = 10.0  # above this, results say the machine's timings were disturbed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +113,7 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
         "service_ms": svc,
         "send_lag_ms": {"p50": lag.get("p50"), "p99": lag.get("p99"), "max": lag.get("max")},
         "cpu_percent_max": _r(s.cpu_percent_max, 1),
+        "steal_percent_max": _r(s.steal_percent_max, 1),
         "latency_trend": _r(trend),
         "latency_trend_delta_ms": _r(trend_delta),
     }

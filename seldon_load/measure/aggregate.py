@@ -75,6 +75,7 @@ class Summary:
     achieved_rps: float  # completed / duration_s (by completion time)
     offered_rps: float  # scheduled / duration_s (by intended time)
     cpu_percent_max: float | None  # highest per-worker CPU among the reports in the range
+    steal_percent_max: float | None  # most of the machine's CPU its hypervisor took, same reports
     in_flight_max: int | None
     error_examples: dict[str, list[str]]  # error kind -> up to 3 messages
 
@@ -89,6 +90,7 @@ class _CpuSample:
     mid_s: float
     cpu_percent: float | None
     in_flight_max: int
+    steal_percent: float | None = None
 
 
 class Aggregate:
@@ -124,7 +126,7 @@ class Aggregate:
                 for m in messages:
                     if len(kept) < MAX_EXAMPLES and m not in kept:
                         kept.append(m)
-        sample = _CpuSample(msg.t_s - msg.interval_s / 2, msg.cpu_percent, msg.in_flight_max)
+        sample = _CpuSample(msg.t_s - msg.interval_s / 2, msg.cpu_percent, msg.in_flight_max, msg.steal_percent)
         self._samples.setdefault(worker_id, []).append(sample)
         return True
 
@@ -159,6 +161,7 @@ class Aggregate:
         duration_s = float(hi - lo)
         in_range = [s for samples in self._samples.values() for s in samples if lo <= s.mid_s < hi]
         cpus = [s.cpu_percent for s in in_range if s.cpu_percent is not None]
+        stolen = [s.steal_percent for s in in_range if s.steal_percent is not None]
         examples: dict[str, list[str]] = {}
         for (name, kind), messages in sorted(self._examples.items()):
             if kind in total.failed and (names is None or name in names):
@@ -181,6 +184,7 @@ class Aggregate:
             achieved_rps=total.completed / duration_s if duration_s else 0.0,
             offered_rps=total.scheduled / duration_s if duration_s else 0.0,
             cpu_percent_max=max(cpus) if cpus else None,
+            steal_percent_max=max(stolen) if stolen else None,
             in_flight_max=max((s.in_flight_max for s in in_range), default=None),
             error_examples=examples,
         )

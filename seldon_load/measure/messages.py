@@ -33,7 +33,8 @@ _WINDOW_KEYS = frozenset(
     ("second", "name", "scheduled", "ok", "failed", "dropped", "completed", "latency", "service", "lag")
 )
 _MESSAGE_KEYS = frozenset(
-    ("version", "worker_id", "windows", "errors", "cpu_percent", "in_flight_max", "interval_s", "t_s")
+    ("version", "worker_id", "windows", "errors", "cpu_percent", "steal_percent", "in_flight_max", "interval_s",
+     "t_s")
 )
 
 
@@ -109,13 +110,16 @@ class ReportMessage:
     ``errors`` holds new example messages, ``{name: {error_kind: [message, ...]}}``.
     ``cpu_percent`` is this process's CPU use (user + sys) over the ``interval_s`` seconds
     that ended ``t_s`` seconds after the worker's t0 (its own clock), so the interval the
-    figure describes is ``[t_s - interval_s, t_s]`` on the test's time axis.
+    figure describes is ``[t_s - interval_s, t_s]`` on the test's time axis. ``steal_percent``
+    is the share of the machine's CPU time its hypervisor gave to other guests over the same
+    interval (None where the kernel does not report it): timings taken then are less exact.
     """
 
     worker_id: str = ""
     windows: list[WindowDelta] = field(default_factory=list)
     errors: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     cpu_percent: float | None = None
+    steal_percent: float | None = None
     in_flight_max: int = 0
     interval_s: float = 0.0
     t_s: float = 0.0
@@ -128,6 +132,7 @@ class ReportMessage:
             "windows": [w.to_wire() for w in self.windows],
             "errors": {name: {k: list(v) for k, v in kinds.items()} for name, kinds in self.errors.items()},
             "cpu_percent": self.cpu_percent,
+            "steal_percent": self.steal_percent,
             "in_flight_max": self.in_flight_max,
             "interval_s": self.interval_s,
             "t_s": self.t_s,
@@ -153,14 +158,17 @@ class ReportMessage:
         windows = d["windows"]
         if not isinstance(windows, list):
             raise ValueError("windows must be a list")
-        cpu = d["cpu_percent"]
+        cpu, steal = d["cpu_percent"], d["steal_percent"]
         if cpu is not None:
             cpu = _number(cpu, "cpu_percent")
+        if steal is not None:
+            steal = _number(steal, "steal_percent")
         return cls(
             worker_id=_text(d["worker_id"], "worker_id"),
             windows=[WindowDelta.from_wire(w) for w in windows],
             errors=_errors(d["errors"]),
             cpu_percent=cpu,
+            steal_percent=steal,
             in_flight_max=_count(d["in_flight_max"], "in_flight_max"),
             interval_s=_number(d["interval_s"], "interval_s"),
             t_s=_number(d["t_s"], "t_s", allow_negative=True),

@@ -49,6 +49,7 @@ class Recorder:
         self._in_flight_max = 0
         self._last_wall = time.perf_counter()
         self._last_cpu = _cpu_seconds()
+        self._last_ticks = steal_ticks()
 
     @property
     def t0(self) -> float:
@@ -110,15 +111,17 @@ class Recorder:
         windows, self._pending = self._pending, {}
         errors, self._new_examples = self._new_examples, {}
         in_flight_max, self._in_flight_max = self._in_flight_max, 0
-        wall, cpu = time.perf_counter(), _cpu_seconds()
+        wall, cpu, ticks = time.perf_counter(), _cpu_seconds(), steal_ticks()
         interval_s = wall - self._last_wall
         cpu_percent = 100.0 * (cpu - self._last_cpu) / interval_s if interval_s > 0 else None
-        self._last_wall, self._last_cpu = wall, cpu
+        stolen = steal_percent(self._last_ticks, ticks)
+        self._last_wall, self._last_cpu, self._last_ticks = wall, cpu, ticks
         return ReportMessage(
             worker_id=self.worker_id,
             windows=sorted(windows.values(), key=lambda w: (w.second, w.name)),
             errors=errors,
             cpu_percent=cpu_percent,
+            steal_percent=stolen,
             in_flight_max=in_flight_max,
             interval_s=interval_s,
             t_s=wall - self._t0,
@@ -129,6 +132,26 @@ class Recorder:
         buffers, self._buffers = self._buffers, {}
         for name, buf in buffers.items():
             _fold(name, buf, self._t0, self._pending)
+
+
+def steal_ticks(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs, or None where the kernel does not say (not Linux)."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+        if fields[0] != "cpu" or len(fields) < 9:
+            return None
+        ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks[7], sum(ticks)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time the hypervisor gave to other guests in between."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _cpu_seconds() -> float:

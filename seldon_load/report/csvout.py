@@ -16,7 +16,7 @@ STAGE_COLUMNS = [
     "scheduled", "requests", "ok", "failures", "dropped",
     *(f"latency_ms_{p}" for p in PERCENTILES),
     "service_ms_p50", "service_ms_p99", "send_lag_ms_p50", "send_lag_ms_p99", "send_lag_ms_max",
-    "cpu_percent_max", "generator_healthy", "latency_trend",
+    "cpu_percent_max", "steal_percent_max", "generator_healthy", "latency_trend",
     "latency_trend_delta_ms", "sustained", "reasons", "failures_by_kind",
 ]
 TIMELINE_COLUMNS = ["t_s", "stage", "phase", "offered_rps", "achieved_rps", "ok", "failures", "dropped",

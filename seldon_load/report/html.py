@@ -287,7 +287,8 @@ def _generator(r: dict[str, Any]) -> str:
     g = section(r, "generator")
     wt = [(as_float(w.get("t_s")), w.get("workers")) for w in items(r, "workers_timeline")]
     rows = [["workers", r.get("workers")], ["healthy", g.get("healthy")],
-            ["CPU max %", g.get("cpu_percent_max")], ["send lag p99 max ms", g.get("send_lag_p99_ms_max")]]
+            ["CPU max %", g.get("cpu_percent_max")], ["send lag p99 max ms", g.get("send_lag_p99_ms_max")],
+            ["CPU steal max % (the hypervisor's)", g.get("steal_percent_max")]]
     if len({n for _, n in wt if isinstance(n, (int, float))}) > 1:
         rows.append(["workers over time", "; ".join(f"t={fmt_num(t)} s: {fmt_num(n)}" for t, n in wt)])
     warns = g.get("warnings") if isinstance(g.get("warnings"), list) else []

@@ -137,6 +137,15 @@ def test_cpu_max_counts_reports_whose_interval_midpoint_is_in_range():
     assert agg.summarize(8, 9).cpu_percent_max is None
 
 
+def test_steal_max_is_the_worst_report_in_range():
+    agg = Aggregate()
+    for wid, t_s, steal in (("w1", 3.0, 2.0), ("w1", 6.0, 31.5), ("w2", 5.0, None), ("w2", 9.0, 50.0)):
+        assert agg.merge(ReportMessage(cpu_percent=10.0, steal_percent=steal, interval_s=3.0, t_s=t_s), wid)
+    assert agg.summarize(3, 6).steal_percent_max == 31.5  # midpoints 1.5, 4.5, 3.5, 7.5
+    assert agg.summarize(0, 3).steal_percent_max == 2.0
+    assert agg.summarize(8, 9).steal_percent_max is None
+
+
 def test_timeline_is_contiguous_and_merges_names():
     agg = Aggregate()
     agg.merge(ReportMessage(windows=[_delta(1, "a", ok=2, completed=2, lat_us=2000),

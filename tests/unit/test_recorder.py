@@ -8,10 +8,11 @@ import time
 from collections import Counter, defaultdict
 
 import msgpack
+import pytest
 
 from seldon_load.measure.histogram import Histogram
 from seldon_load.measure.messages import MAX_EXAMPLES, ReportMessage, WindowDelta
-from seldon_load.measure.recorder import Recorder
+from seldon_load.measure.recorder import Recorder, steal_percent, steal_ticks
 
 T0 = 1000.0
 
@@ -160,6 +161,32 @@ def test_cpu_percent_and_interval_reflect_work_done():
     msg = rec.drain_message()
     assert msg.cpu_percent is not None and msg.cpu_percent > 0
     assert msg.interval_s > 0 and msg.t_s >= msg.interval_s * 0.5
+
+
+def test_steal_is_read_from_proc_stat_and_is_a_share_of_all_cpu_time(tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    before = steal_ticks(str(stat))
+    assert before == (35, 1000)
+    stat.write_text("cpu  200 0 100 1495 10 0 10 185 0 0\n")  # 1000 more ticks, 150 of them stolen
+    assert steal_percent(before, steal_ticks(str(stat))) == 15.0
+    assert steal_percent(before, before) is None  # no time passed: no share
+    assert steal_ticks(str(tmp_path / "missing")) is None and steal_percent(None, before) is None
+    stat.write_text("intr 1 2 3\n")
+    assert steal_ticks(str(stat)) is None
+
+
+def test_reports_carry_the_machines_steal_where_linux_tells_it():
+    rec = Recorder(time.perf_counter())
+    time.sleep(0.05)
+    msg = rec.drain_message()
+    if os.path.exists("/proc/stat"):
+        assert msg.steal_percent is not None and 0.0 <= msg.steal_percent <= 100.0
+    back = ReportMessage.from_wire(msgpack.unpackb(msgpack.packb(msg.to_wire()), raw=False))
+    assert back.steal_percent == msg.steal_percent
+    with pytest.raises(ValueError, match="steal_percent"):
+        ReportMessage.from_wire(dict(msg.to_wire(), steal_percent="lots"))
 
 
 def test_drain_is_msgpack_safe_and_validates():

@@ -7,6 +7,7 @@ from seldon_load.analyze.saturation import saturation
 from seldon_load.analyze.stages import Criteria, fell_behind, stage_table
 from seldon_load.load.plan import RatePlan, Stage
 from seldon_load.measure.aggregate import Aggregate
+from seldon_load.measure.messages import ReportMessage
 from seldon_load.measure.recorder import Recorder
 
 NAME = "rest infer m"
@@ -129,3 +130,20 @@ def test_thresholds_and_results_document():
     assert th == {"slo_p99_ms": False, "max_failure_ratio": True, "min_saturation_rps": False}
     assert res["passed"] is False
     assert {t["phase"] for t in res["timeline"]} >= {"ramp", "hold"}
+
+
+@pytest.mark.parametrize(("steal", "noted"), [(2.0, False), (33.0, True)])
+def test_cpu_steal_is_reported_per_stage_and_noted_when_high(steal, noted):
+    agg, plan = synth([Stage(50, 0, 5), Stage(100, 0, 5)], lambda t, r: 5.0)
+    agg.merge(ReportMessage(cpu_percent=10.0, steal_percent=steal, interval_s=1.0, t_s=7.5), "w")  # stage 1
+    res = build_results(agg=agg, stages=plan.stages, names={NAME}, criteria=Criteria(),
+                        target={"host": "h", "protocol": "rest", "kind": "model", "name": "m"}, mode="stages",
+                        workers=1, workers_timeline=[])
+    assert [r["steal_percent_max"] for r in res["stages"]] == [None, steal]
+    assert res["generator"]["steal_percent_max"] == steal
+    # steal alone does not make the generator unhealthy: the send lag says whether the schedule held
+    assert res["generator"]["healthy"] is True and all(r["sustained"] for r in res["stages"])
+    notes = [n for n in res["notes"] if "steal" in n]
+    assert bool(notes) is noted
+    if noted:
+        assert "33%" in notes[0] and "stage(s) 1" in notes[0]
