@@ -20,8 +20,11 @@ def _scheduled_total(results):
 def test_below_capacity_rate_is_exact_and_nothing_dropped(testbed, tmp_path, protocol):
     host = testbed.rest_url if protocol == "rest" else testbed.grpc_target
     stages = "40:1s:6s,80:1s:6s"
+    # send lag up to 30 ms is tolerated (the default is 10): once, with a third of the shared
+    # machine's CPU time stolen by its hypervisor, the 80 rps stage lagged 11.5 ms at p99 with 8 %
+    # CPU, and its verdict said "generator", which is right but not what this test is about
     run = seldon_load(["run", "--host", host, "--protocol", protocol, "--model", "synth-5ms",
-                       "--stages", stages], tmp_path)
+                       "--stages", stages, "--max-send-lag-ms", "30"], tmp_path)
     assert run.code == 0, run.stderr[-2000:]
     res = run.results
     assert_accounting(res)
@@ -38,9 +41,10 @@ def test_below_capacity_rate_is_exact_and_nothing_dropped(testbed, tmp_path, pro
 
 
 def test_overload_keeps_the_schedule_and_latency_grows(testbed, tmp_path):
-    # synth-10ms serves exactly 100 rps; offer 200
+    # synth-10ms serves exactly 100 rps; offer 200. Send lag up to 30 ms is tolerated, as above
+    # (once 16.5 ms at p99 under heavy CPU steal: "generator", so no saturation point at all)
     run = seldon_load(["run", "--host", testbed.rest_url, "--model", "synth-10ms", "--stages", "200:1s:8s",
-                       "--settle", "1s", "--drain-timeout", "30s"], tmp_path)
+                       "--settle", "1s", "--drain-timeout", "30s", "--max-send-lag-ms", "30"], tmp_path)
     assert run.code == 0, run.stderr[-2000:]
     res = run.results
     assert_accounting(res)
