@@ -71,10 +71,13 @@ def fell_behind(row: dict, criteria: Criteria) -> bool:
 
     Unlike a stage that kept up but broke the SLO or failed requests, such a stage was at or
     above capacity, so the saturation search may narrow towards its throughput."""
-    target, achieved = row.get("target_rps"), row.get("achieved_rps")
-    if target and achieved is not None and achieved < criteria.min_achieved_ratio * target:
+    if _short_of_rate(row.get("achieved_rps"), row.get("target_rps"), criteria):
         return True
     return _queue_growing(row.get("latency_trend"), row.get("latency_trend_delta_ms"), criteria)
+
+
+def _short_of_rate(achieved_rps: float | None, target_rps: float | None, criteria: Criteria) -> bool:
+    return bool(target_rps) and achieved_rps is not None and achieved_rps < criteria.min_achieved_ratio * target_rps
 
 
 def _queue_growing(trend: float | None, delta_ms: float | None, criteria: Criteria) -> bool:
@@ -129,8 +132,7 @@ def stage_row(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool 
     if s.scheduled == 0:
         reasons.append("no requests in the measured window")
     if open_loop and win.target_rps > 0 and s.scheduled:
-        ratio = s.achieved_rps / win.target_rps
-        if ratio < criteria.min_achieved_ratio:
+        if _short_of_rate(s.achieved_rps, win.target_rps, criteria):
             reasons.append(f"achieved {s.achieved_rps:.1f} rps < {criteria.min_achieved_ratio:.0%} of {win.target_rps:g} rps")
     if s.scheduled:
         bad = (s.failures + s.dropped) / s.scheduled

@@ -99,7 +99,7 @@ class AutoSearch:
         return estimate if estimate is not None else math.sqrt(self.lo * self.hi)
 
     def _estimate(self, rate: float, sustained: bool, throughput: float | None,
-                  fell_behind: bool = False) -> float | None:
+                  fell_behind: bool) -> float | None:
         """The overloaded stage's throughput as the next rate, inside the bracket; None if the
         stage did not fall behind (or the bracket is too narrow to place it)."""
         p = self.config.precision

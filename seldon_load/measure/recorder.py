@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 
 from seldon_load.measure.messages import MAX_EXAMPLE_CHARS, MAX_EXAMPLES, ReportMessage, WindowDelta
 
@@ -134,17 +135,14 @@ class Recorder:
             _fold(name, buf, self._t0, self._pending)
 
 
-def steal_ticks(path: str = "/proc/stat") -> tuple[int, int] | None:
-    """(steal, total) jiffies of all CPUs, or None where the kernel does not say (not Linux)."""
-    try:
-        with open(path) as f:
-            fields = f.readline().split()
-        if fields[0] != "cpu" or len(fields) < 9:
-            return None
-        ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError, IndexError):
+def steal_ticks() -> tuple[float, float] | None:
+    """(steal, total) CPU seconds of the whole machine so far (psutil), or None where the OS
+    does not count steal (it is Linux's; guest time is inside user already)."""
+    t = psutil.cpu_times()
+    steal = getattr(t, "steal", None)
+    if steal is None:
         return None
-    return ticks[7], sum(ticks)
+    return steal, sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
 def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
