@@ -133,10 +133,10 @@ def test_branching_per_step_latency_critical_path_and_overhead(testbed: Testbed,
 def test_isolated_steps_predict_the_pipeline_capacity(testbed: Testbed, tmp_path: Path) -> None:
     # slow-branch: synth-20ms carries exactly 50 rps; synth-1ms (1000), synth-2ms (500) and join-1ms
     # (1000) do not saturate below --max-rps 120. The search goes 30 -> 60 -> near 50 to within
-    # 10 %. The pipeline runtime shares the testbed's one MLServer process, which spends about half a
-    # core on a four-step pipeline at 50 rps: the slow step is the limit, not that process. (With
-    # branching's synth-8ms, 125 rps took the whole core: once, on a slow moment of the machine,
-    # 80 rps fell behind and the measured capacity was 70 against the 125 predicted.)
+    # 10 %. The pipeline runtime shares the testbed's one MLServer process, which spends 0.43 core
+    # on a four-step pipeline at 48 rps (benchmarks/testbed_cpu.py): the slow step is the limit,
+    # not that process. (With branching's synth-8ms, 125 rps took 0.76-0.97 core: once, on a slow
+    # moment of the machine, 80 rps fell behind and the measured capacity was 70 against 125.)
     # Send lag up to 30 ms is tolerated: on a small shared machine an overloaded server starves
     # the in-process generator for a moment, which says nothing about where the server saturates.
     # Holds of 6 s (5 s measured): a 200 ms stall of the shared process at the end of a 3 s window
