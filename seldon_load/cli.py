@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from seldon_load.errors import SeldonLoadError
+from seldon_load.launcher import LOCUSTFILE, PluginOptions, Terminated, locust_args, run_locust, validate
 
-LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
+__all__ = ["LOCUSTFILE", "build_parser", "locust_args", "main", "run_locust", "validate"]
 
 EPILOG_RUN = """examples:
   seldon-load run --host http://127.0.0.1:8080 --model synth-5ms --stages 50:5s:20s,100:5s:20s,200:5s:20s
@@ -42,38 +41,7 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _PluginOptions:
-    """Takes the plugin's Locust option definitions onto `seldon-load run`'s parser.
-
-    One definition (settings.add_arguments) serves both, so the two can never drift apart;
-    defaults are left to the plugin, so only what the user gave is passed on.
-    """
-
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
-        self.options: list[tuple[str, str, str | None]] = []  # (flag, dest, action)
-
-    def add_argument(self, *flags, **kw):
-        for key in ("include_in_web_ui", "is_secret", "is_required", "is_multiple", "env_var"):
-            kw.pop(key, None)
-        action = kw.get("action")
-        default = kw.get("default")
-        if default not in (None, "", [], False):
-            kw["help"] = f"{kw.get('help', '')} (default {default})".replace("%", "%%").replace("%%%%", "%%")
-        if action not in ("store_true", "append"):
-            kw["default"] = None
-        arg = self.parser.add_argument(*flags, **kw)
-        self.options.append((flags[0], arg.dest, action))
-        return arg
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> _PluginOptions:
+def _add_run_options(p: argparse.ArgumentParser) -> PluginOptions:
     from seldon_load.settings import add_arguments
 
     p.add_argument("--host", required=True,
@@ -89,29 +57,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> _PluginOptions:
     p.add_argument("--web-login", action="store_true",
                    help="require a login to the web UI: user $SELDON_LOAD_WEB_USER (default admin), "
                         "password $SELDON_LOAD_WEB_PASSWORD")
-    plugin = _PluginOptions(p)
+    plugin = PluginOptions(p)
     add_arguments(plugin)
     return plugin
-
-
-def locust_args(a: argparse.Namespace, plugin: _PluginOptions | None = None) -> list[str]:
-    """Translate `seldon-load run` options into the plugin's Locust options."""
-    if plugin is None:
-        plugin = _add_run_options(argparse.ArgumentParser(add_help=False))
-    out = ["-f", LOCUSTFILE, "--host", a.host]
-    for flag, dest, action in plugin.options:
-        v = getattr(a, dest, None)
-        if action == "store_true":
-            if v:
-                out.append(flag)
-        elif action == "append":
-            for item in v or []:
-                out += [flag, str(item)]
-        elif v is not None and v != "":
-            out += [flag, str(v)]
-    if a.users:
-        out += ["-u", str(a.users), "-r", str(max(1, a.users)), "-t", a.run_time]
-    return out
 
 
 def check_run_options(a: argparse.Namespace) -> None:
@@ -128,153 +76,6 @@ def check_run_options(a: argparse.Namespace) -> None:
         raise ConfigError("choose how to offer load: --stages RPS:RAMP:HOLD,..., --auto, --users N or --sweep")
     if a.web_ui and a.web_login and not os.environ.get(WEB_PASSWORD_ENV):
         raise ConfigError(f"--web-login needs the password in the environment variable {WEB_PASSWORD_ENV}")
-
-
-def validate(args: list[str]) -> None:
-    """Parse the options exactly as the Locust processes will, so bad input fails here first."""
-    from locust.argument_parser import get_parser
-
-    from seldon_load.settings import Settings, add_arguments, check_results_dir
-
-    parser = get_parser(default_config_files=[])
-    if not any("--stages" in action.option_strings for action in parser._actions):
-        add_arguments(parser)  # unless the plugin, once imported in this process, added them already
-    opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
-    settings = Settings.from_options(opts)
-    check_results_dir(settings.results_dir)
-
-
-class Processes:
-    """Children started by `run`; all of them are ended on the way out, whatever happens."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, cmd: list[str], stop_with_parent: bool = False, **kw) -> subprocess.Popen:
-        p = subprocess.Popen(cmd, start_new_session=True,
-                             preexec_fn=_stop_with_parent if stop_with_parent else _default_sigint, **kw)
-        self.procs.append(p)
-        return p
-
-    def stop_all(self, grace_s: float = 10.0) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                _signal(p, signal.SIGTERM)
-        deadline = time.time() + grace_s
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
-
-
-def _default_sigint() -> None:
-    """In the child, before exec: Ctrl-C works even where `seldon-load` itself was started with SIGINT
-    ignored (a background job of a script), which Python would pass on to Locust."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _stop_with_parent() -> None:
-    """In the master, before exec: Linux sends it SIGINT if `seldon-load` dies, even by SIGKILL; the
-    master then stops the test, writes its results and tells the workers to quit, as on Ctrl-C."""
-    _default_sigint()
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT, 0, 0, 0)
-
-
-class _Terminated:
-    """Set by SIGTERM/SIGHUP; `run` then ends like Ctrl-C (Python's default would exit at once and
-    orphan the master and the workers). A flag, not an exception raised inside gevent's hub;
-    raised only while `_wait_for` blocks in the main greenlet."""
-
-    signal: int | None = None
-    blocking = False
-
-    @classmethod
-    def handler(cls, signum, frame) -> None:
-        cls.signal = signum
-        if cls.blocking:
-            raise KeyboardInterrupt
-
-
-def _wait_for(master: subprocess.Popen) -> int:
-    """The master's exit code; KeyboardInterrupt on Ctrl-C, SIGTERM or SIGHUP.
-
-    Blocks in waitid (the child is left for ``wait`` to reap) instead of waking to poll:
-    a polling wait cost 2 ms of CPU a second, charged to the generator in every benchmark."""
-    if not hasattr(os, "waitid"):
-        while True:
-            try:
-                return master.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                if _Terminated.signal is not None:
-                    raise KeyboardInterrupt from None
-    _Terminated.blocking = True
-    try:
-        if _Terminated.signal is not None:
-            raise KeyboardInterrupt
-        try:
-            os.waitid(os.P_PID, master.pid, os.WEXITED | os.WNOWAIT)
-        except ChildProcessError:
-            pass  # already reaped
-    finally:
-        _Terminated.blocking = False
-    return master.wait()
-
-
-def _signal(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = False,
-               web_host: str = "127.0.0.1", web_port: int = 8089, web_login: bool = False,
-               extra: list[str] | None = None, quiet_workers: bool = True) -> int:
-    """Start master (+ workers), wait for the master, stop everything; the master's exit code."""
-    py = [sys.executable, "-m", "locust"]
-    extra = list(extra or [])
-    mode = (["--web-host", web_host, "--web-port", str(web_port)] + (["--web-login"] if web_login else [])
-            if web_ui else ["--headless", "--only-summary"])
-    procs = Processes()
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    logs = []
-    try:
-        if workers <= 0:
-            master = procs.start(py + largs + mode + extra, stop_with_parent=True)
-        else:
-            port = _free_port()
-            master = procs.start(py + largs + mode + extra + [
-                "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                "--expect-workers", str(workers), "--expect-workers-max-wait", "60"], stop_with_parent=True)
-            for i in range(workers):
-                log_path = Path(results_dir) / f"worker-{i}.log"
-                fh = open(log_path, "w")  # noqa: SIM115 (closed below)
-                logs.append(fh)
-                procs.start(py + ["-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1",
-                                  "--master-port", str(port)],
-                            stdout=fh if quiet_workers else None, stderr=subprocess.STDOUT if quiet_workers else None)
-        try:
-            return _wait_for(master)
-        except KeyboardInterrupt:
-            # Ctrl-C is the one stop a headless Locust master always handles gracefully (results
-            # written, workers told to quit); its SIGINT is not ignored (see _default_sigint)
-            _signal(master, signal.SIGINT)
-            try:
-                master.wait(timeout=30)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                pass
-            return 130
-    finally:
-        procs.stop_all()
-        for fh in logs:
-            fh.close()
 
 
 def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
@@ -383,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            _Terminated.signal = None
-            previous = {sig: signal.signal(sig, _Terminated.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            Terminated.signal = None
+            previous = {sig: signal.signal(sig, Terminated.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
             try:
                 return cmd_run(args, extra)
             finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from seldon_load.cli import LOCUSTFILE, run_locust
+from seldon_load.launcher import LOCUSTFILE, run_locust
 
 MODEL_STAGES = "60:2s:8s,120:2s:8s,170:2s:8s,210:2s:8s,260:2s:8s"
 PIPELINE_STAGES = "30:2s:8s,60:2s:8s,90:2s:8s,120:2s:8s,150:2s:8s"

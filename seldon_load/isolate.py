@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from seldon_load import launcher
 from seldon_load.errors import ConfigError
 
 DEFAULT_RESULTS = "results/latest"
@@ -29,8 +30,6 @@ _INTERRUPTED = 130
 
 def run_isolated(args: argparse.Namespace, largs: list[str], extra: list[str]) -> int:
     """Step tests, then the pipeline test; returns the worst exit code (2 > 1 > 0)."""
-    from seldon_load import cli
-
     pipeline = _pipeline_of(args)
     if getattr(args, "web_ui", False):
         raise ConfigError("--isolate-steps runs headless, one test after another; drop --web-ui")
@@ -39,21 +38,21 @@ def run_isolated(args: argparse.Namespace, largs: list[str], extra: list[str]) -
     step_runs: list[tuple[str, list[str], Path]] = []
     for model in models:
         out = results_dir / STEPS_DIR / _safe_dir(model)
-        step_largs = cli.locust_args(_step_args(args, model, out), args._plugin)
-        cli.validate(step_largs)  # bad input for any step fails before any load is sent
+        step_largs = launcher.locust_args(_step_args(args, model, out), args._plugin)
+        launcher.validate(step_largs)  # bad input for any step fails before any load is sent
         step_runs.append((model, step_largs, out))
     codes: list[int] = []
     isolated: dict[str, dict] = {}
     for i, (model, step_largs, out) in enumerate(step_runs, 1):
         print(f"[seldon-load] isolated step {i}/{len(step_runs)}: model {model} -> {out}/", flush=True)
-        code = cli.run_locust(step_largs, args.workers, str(out), extra=extra)
+        code = launcher.run_locust(step_largs, args.workers, str(out), extra=extra)
         codes.append(code)
         if code in (2, _INTERRUPTED):
             print(f"[seldon-load] isolated test of {model} ended with exit code {code}; stopping", flush=True)
             return code
         isolated[model] = step_capacity(out, results_dir, code)
     print(f"[seldon-load] pipeline {pipeline.name} -> {results_dir}/", flush=True)
-    code = cli.run_locust(largs, args.workers, str(results_dir), extra=extra)
+    code = launcher.run_locust(largs, args.workers, str(results_dir), extra=extra)
     codes.append(code)
     if code in (2, _INTERRUPTED):
         return code

@@ -10,22 +10,17 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 import seldon_load
 from seldon_load.errors import ConfigError, TargetError
+from seldon_load.testbed.procs import die_with_parent, http_ok, is_running, stop_group, tcp_open
 from seldon_load.testbed.sklearn_model import write_iris_model
 
 PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
@@ -161,7 +156,7 @@ class Testbed:
             pid = int((self.state_dir / PID_FILE).read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _is_our_server(pid) else None
+        return pid if is_running(pid, "mlserver") else None
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -195,7 +190,7 @@ class Testbed:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: down() signals the whole group
-                preexec_fn=_die_with_parent if cfg.stop_with_parent and sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if cfg.stop_with_parent and sys.platform == "linux" else None,
             )
         (self.state_dir / PID_FILE).write_text(str(self._process.pid))
         try:
@@ -212,7 +207,7 @@ class Testbed:
             (self.state_dir / PID_FILE).unlink(missing_ok=True)
             return False
         try:
-            _stop_group(pid, timeout_s, self._poll)
+            stop_group(pid, timeout_s, self._poll)
         finally:
             self._reap()
         (self.state_dir / PID_FILE).unlink(missing_ok=True)
@@ -311,9 +306,9 @@ class Testbed:
                 raise TargetError(
                     f"testbed MLServer exited with code {code} during start-up: {self._log_tail()}"
                 )
-            if _http_ok(f"{self.rest_url}/v2/health/ready"):
+            if http_ok(f"{self.rest_url}/v2/health/ready"):
                 pending = [name for name in pending if not self._model_ready(name)]
-                if not pending and all(_tcp_open(cfg.host, p) for p in (cfg.grpc_port, cfg.metrics_port)):
+                if not pending and all(tcp_open(cfg.host, p) for p in (cfg.grpc_port, cfg.metrics_port)):
                     return
             if time.monotonic() > deadline:
                 raise TargetError(
@@ -323,7 +318,7 @@ class Testbed:
             time.sleep(0.1)
 
     def _model_ready(self, name: str) -> bool:
-        return _http_ok(f"{self.rest_url}/v2/models/{name}/ready")
+        return http_ok(f"{self.rest_url}/v2/models/{name}/ready")
 
     def _log_tail(self, lines: int = 5) -> str:
         """The log's last error lines (or its last lines), on one line, and where the log is."""
@@ -377,95 +372,3 @@ def _mlserver_command() -> list[str]:
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
-
-
-def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return 200 <= int(response.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _is_our_server(pid: int) -> bool:
-    """True if pid is alive and is an MLServer (guards against a recycled PID)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return "mlserver" in " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def _stop_group(pid: int, timeout_s: float, poll: Callable[[], object]) -> None:
-    """Stop MLServer and every descendant: SIGTERM to MLServer alone first (it shuts its worker
-    pool down itself; signalling workers too makes its shutdown race), then SIGTERM and finally
-    SIGKILL to the process group and every descendant still alive."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    phases = ((signal.SIGTERM, False, timeout_s), (signal.SIGTERM, True, 3.0), (signal.SIGKILL, True, 5.0))
-    for sig, whole_group, wait_s in phases:
-        _signal(pid, procs, sig, whole_group)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            poll()  # reaps our own child once it exits
-            if not any(_alive(p) for p in procs) and not _group_alive(pid):
-                return
-            time.sleep(0.05)
-    raise TargetError(f"testbed process group {pid} survived SIGKILL")
-
-
-def _signal(pgid: int, procs: list[psutil.Process], sig: int, whole_group: bool) -> None:
-    if not whole_group:
-        try:
-            os.kill(pgid, sig)
-        except ProcessLookupError:
-            pass
-        return
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for proc in procs:  # descendants that left the group
-        if _alive(proc):
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    """A member of the group that is not a zombie (killpg(0) also succeeds for zombies)."""
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
-                return True
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return False

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from seldon_load import cli, isolate
+from seldon_load import cli, isolate, launcher
 from seldon_load.analyze.pipeline_results import pipeline_section
 from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.report.rebuild import write_all
@@ -43,7 +43,7 @@ STEP_SATURATION = {
 
 
 class FakeLocust:
-    """Stands in for cli.run_locust: records each run and writes what a run would write."""
+    """Stands in for launcher.run_locust: records each run and writes what a run would write."""
 
     def __init__(self, codes: dict[str, int] | None = None) -> None:
         self.runs: list[list[str]] = []
@@ -67,7 +67,7 @@ class FakeLocust:
 
 
 def run_cli(args: list[str], fake: FakeLocust, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(cli, "run_locust", fake)
+    monkeypatch.setattr(launcher, "run_locust", fake)
     return cli.main(["run", "--host", HOST, *args])
 
 
