@@ -11,7 +11,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# openssl makes the certificate of the testbed's TLS ingress at start-up.
 $(STAMP): pyproject.toml | $(PY)
+	@command -v openssl >/dev/null 2>&1 || \
+		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null) || \
+		  echo "openssl not installed: the testbed's TLS ingress cannot start"; }
 	$(PIP) install --quiet -e '.[testbed,test]'
 	touch $(STAMP)
 

@@ -108,10 +108,15 @@ def cmd_testbed(a: argparse.Namespace) -> int:
 
     tb = Testbed(TestbedConfig(host=a.bind_host, http_port=a.http_port, grpc_port=a.grpc_port,
                                metrics_port=a.metrics_port, state_dir=a.state_dir,
-                               stop_with_parent=bool(a.foreground)))
+                               stop_with_parent=bool(a.foreground), ingress=a.ingress,
+                               ingress_port=a.ingress_port, ingress_tls_port=a.ingress_tls_port))
     if a.action == "up":
         tb.up()
         print(f"testbed up: REST {tb.rest_url}  gRPC {tb.grpc_target}  metrics {tb.metrics_url}", flush=True)
+        if a.ingress:
+            print(f"ingress (Envoy, routes on seldon-model): REST {tb.ingress_url}  gRPC {tb.ingress_grpc_target}"
+                  f"  TLS {tb.ingress_tls_url} and {tb.ingress_tls_grpc_target} with --ca-file {tb.ca_file}",
+                  flush=True)
         if a.foreground:
             return _hold_testbed(tb)
     elif a.action == "down":
@@ -143,7 +148,7 @@ def _hold_testbed(tb) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from seldon_load.demo import run_demo
 
-    return run_demo(a.results, workers=a.workers)
+    return run_demo(a.results, workers=a.workers, ingress=not a.no_ingress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("dir")
     tb = sub.add_parser("testbed", help="local MLServer target on 127.0.0.1",
-                        epilog="examples:\n  seldon-load testbed up\n  seldon-load testbed status\n"
+                        epilog="examples:\n  seldon-load testbed up\n  seldon-load testbed up --ingress\n"
+                               "  seldon-load testbed status\n"
                                "  seldon-load testbed down", formatter_class=argparse.RawDescriptionHelpFormatter)
     tb.add_argument("action", choices=["up", "down", "status"])
     tb.add_argument("--http-port", type=int, default=8080)
@@ -167,11 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--state-dir", default=".testbed", help="where the model repository, pid and log live")
     tb.add_argument("--bind-host", default="127.0.0.1",
                     help="address MLServer listens on (default 127.0.0.1; 0.0.0.0 inside a container)")
+    tb.add_argument("--ingress", action="store_true",
+                    help="with up: also run a Core-2-like Envoy ingress that routes on the seldon-model header")
+    tb.add_argument("--ingress-port", type=int, default=9000, help="ingress port, REST and gRPC (default 9000)")
+    tb.add_argument("--ingress-tls-port", type=int, default=9443,
+                    help="ingress TLS port, REST and gRPC (default 9443; CA in STATE_DIR/ingress/ca.pem)")
     tb.add_argument("--foreground", action="store_true",
                     help="with up: keep running until SIGTERM/Ctrl-C, then stop the server (containers)")
     demo = sub.add_parser("demo", help="testbed + saturation tests over REST, gRPC and a pipeline (~3 min)")
     demo.add_argument("--results", default="results/demo")
     demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--no-ingress", action="store_true",
+                      help="send to MLServer directly instead of through the testbed's Envoy ingress")
     return p
 
 

@@ -3,7 +3,9 @@
 Starts the testbed on free loopback ports, runs stepped saturation tests against the
 ``synth-5ms`` model (capacity exactly 200 rps) over REST and gRPC and one against the
 ``branching`` pipeline with per-step latencies, each with a master and local workers, then
-prints where the reports are and the saturation points, and stops the testbed.
+prints where the reports are and the saturation points, and stops the testbed. The load goes
+through the testbed's Envoy ingress, as it would through Seldon Core 2's ``seldon-mesh``: one
+port for REST and gRPC, routed on the ``seldon-model`` header (``ingress=False``: to MLServer).
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _preferred_ports() -> tuple[int, int, int]:
-    wanted = (8080, 8081, 8082)
+def _preferred_ports(wanted: tuple[int, ...]) -> list[int]:
+    """The usual ports if all of them are free, else free ones."""
     for port in wanted:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                return tuple(_free_ports(3))  # type: ignore[return-value]
-    return wanted
+                return _free_ports(len(wanted))
+    return list(wanted)
 
 
 def _summary(name: str, results_dir: Path) -> str:
@@ -67,23 +69,29 @@ def _summary(name: str, results_dir: Path) -> str:
     return line + f"\n  {'':28} {results_dir / 'report.html'}"
 
 
-def run_demo(results: str = "results/demo", workers: int = 2) -> int:
+def run_demo(results: str = "results/demo", workers: int = 2, ingress: bool = True) -> int:
     from seldon_load.testbed.server import Testbed, TestbedConfig
 
     out = Path(results)
     out.mkdir(parents=True, exist_ok=True)
-    http_port, grpc_port, metrics_port = _preferred_ports()
+    http_port, grpc_port, metrics_port = _preferred_ports((8080, 8081, 8082))
+    ingress_port, tls_port = _preferred_ports((9000, 9443)) if ingress else (9000, 9443)
     state = tempfile.mkdtemp(prefix="seldon-load-demo-")
-    tb = Testbed(TestbedConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, state_dir=state))
-    print(f"[demo] starting the testbed (MLServer) on 127.0.0.1:{http_port}/{grpc_port}/{metrics_port} ...", flush=True)
+    tb = Testbed(TestbedConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, state_dir=state,
+                               ingress=ingress, ingress_port=ingress_port, ingress_tls_port=tls_port))
+    where = f"127.0.0.1:{http_port}/{grpc_port}/{metrics_port}"
+    if ingress:
+        where += f", Envoy ingress on 127.0.0.1:{ingress_port} (REST and gRPC)"
+    print(f"[demo] starting the testbed (MLServer) on {where} ...", flush=True)
     tb.up()
+    rest, grpc = (tb.ingress_url, tb.ingress_grpc_target) if ingress else (tb.rest_url, tb.grpc_target)
     runs = [
         ("REST  model synth-5ms", out / "rest-synth-5ms",
-         ["--host", tb.rest_url, "--model", "synth-5ms", "--stages", MODEL_STAGES]),
+         ["--host", rest, "--model", "synth-5ms", "--stages", MODEL_STAGES]),
         ("gRPC  model synth-5ms", out / "grpc-synth-5ms",
-         ["--host", tb.grpc_target, "--protocol", "grpc", "--model", "synth-5ms", "--stages", MODEL_STAGES]),
+         ["--host", grpc, "--protocol", "grpc", "--model", "synth-5ms", "--stages", MODEL_STAGES]),
         ("REST  pipeline branching", out / "pipeline-branching",
-         ["--host", tb.rest_url, "--pipeline", "branching", "--stages", PIPELINE_STAGES,
+         ["--host", rest, "--pipeline", "branching", "--stages", PIPELINE_STAGES,
           "--pipeline-spec", str(SPEC), "--metrics-url", tb.metrics_url]),
     ]
     codes = []

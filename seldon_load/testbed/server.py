@@ -20,6 +20,7 @@ from typing import Any
 
 import seldon_load
 from seldon_load.errors import ConfigError, TargetError
+from seldon_load.testbed.ingress import INGRESS_DIR, Ingress, IngressPorts
 from seldon_load.testbed.procs import die_with_parent, http_ok, is_running, stop_group, tcp_open
 from seldon_load.testbed.sklearn_model import write_iris_model
 
@@ -65,6 +66,10 @@ class TestbedConfig:
     stop_with_parent: bool = False
     """Linux: MLServer gets SIGTERM if the process that started it dies (tests: no orphans
     even when a run is killed). Off for the CLI, whose ``up`` returns while MLServer runs on."""
+    ingress: bool = False
+    """Also run the Core-2-like Envoy ingress (testbed/ingress.py) on the two ports below."""
+    ingress_port: int = 9000
+    ingress_tls_port: int = 9443
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,17 +99,20 @@ class Testbed:
         self.state_dir = Path(self.config.state_dir).resolve()
         self._process: subprocess.Popen[bytes] | None = None
         self.models: list[str] = self._saved_models() or list(MODEL_NAMES)
+        cfg = self.config
+        self.ingress = Ingress(self.state_dir / INGRESS_DIR, IngressPorts(
+            cfg.host, cfg.ingress_port, cfg.ingress_tls_port, cfg.http_port, cfg.grpc_port))
 
     @classmethod
-    def for_tests(cls, tmpdir: str | os.PathLike[str]) -> Testbed:
-        """A testbed on free loopback ports with its state in tmpdir."""
+    def for_tests(cls, tmpdir: str | os.PathLike[str], ingress: bool = False) -> Testbed:
+        """A testbed on free loopback ports with its state in tmpdir (and the ingress, if asked)."""
         socks = []
         try:
-            for _ in range(3):  # hold all three so they differ
+            for _ in range(5):  # hold them all so they differ
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.bind(("127.0.0.1", 0))
                 socks.append(sock)
-            http_port, grpc_port, metrics_port = (int(s.getsockname()[1]) for s in socks)
+            http_port, grpc_port, metrics_port, ingress_port, tls_port = (int(s.getsockname()[1]) for s in socks)
         finally:
             for sock in socks:
                 sock.close()
@@ -115,6 +123,9 @@ class Testbed:
                 metrics_port=metrics_port,
                 state_dir=str(Path(tmpdir) / "testbed"),
                 stop_with_parent=True,
+                ingress=ingress,
+                ingress_port=ingress_port,
+                ingress_tls_port=tls_port,
             )
         )
 
@@ -146,6 +157,29 @@ class Testbed:
         return f"http://{self.config.host}:{self.config.metrics_port}/metrics"
 
     @property
+    def ingress_url(self) -> str:
+        """REST through the ingress (seldon-mesh); the same port takes gRPC as ``ingress_grpc_target``."""
+        return f"http://{self.config.host}:{self.config.ingress_port}"
+
+    @property
+    def ingress_grpc_target(self) -> str:
+        return f"{self.config.host}:{self.config.ingress_port}"
+
+    @property
+    def ingress_tls_url(self) -> str:
+        """REST over TLS through the ingress; verify with ``ca_file``. gRPC: ``grpcs://`` on the same port."""
+        return f"https://{self.config.host}:{self.config.ingress_tls_port}"
+
+    @property
+    def ingress_tls_grpc_target(self) -> str:
+        return f"grpcs://{self.config.host}:{self.config.ingress_tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the ingress's TLS certificate (made at each ``up``)."""
+        return self.ingress.ca_file
+
+    @property
     def log_path(self) -> Path:
         return self.state_dir / LOG_FILE
 
@@ -168,11 +202,14 @@ class Testbed:
                 f"a testbed is already running from {self.state_dir} (pid {running}); stop it first (testbed down)"
             )
         cfg = self.config
-        if len({cfg.http_port, cfg.grpc_port, cfg.metrics_port}) != 3:
-            raise ConfigError(
-                f"testbed ports must differ (http {cfg.http_port}, grpc {cfg.grpc_port}, metrics {cfg.metrics_port})"
-            )
-        for what, port in (("http", cfg.http_port), ("grpc", cfg.grpc_port), ("metrics", cfg.metrics_port)):
+        ports = {"http": cfg.http_port, "grpc": cfg.grpc_port, "metrics": cfg.metrics_port}
+        if cfg.ingress:
+            ports.update({"ingress": cfg.ingress_port, "ingress TLS": cfg.ingress_tls_port})
+        if len(set(ports.values())) != len(ports):
+            raise ConfigError(f"testbed ports must differ ({', '.join(f'{k} {v}' for k, v in ports.items())})")
+        for what, port in ports.items():
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"testbed {what} port must be between 1 and 65535 (got {port})")
             if _port_in_use(cfg.host, port):
                 raise TargetError(f"testbed {what} port {cfg.host}:{port} is already in use; pick another")
         repo = self._write_repository()
@@ -195,17 +232,22 @@ class Testbed:
         (self.state_dir / PID_FILE).write_text(str(self._process.pid))
         try:
             self._wait_ready(timeout_s)
+            if cfg.ingress:
+                models = [m for m in self.models if m not in PIPELINES]
+                pipelines = [m for m in self.models if m in PIPELINES]
+                self.ingress.start(models, pipelines, stop_with_parent=cfg.stop_with_parent)
         except BaseException:
             self.down()
             raise
 
     def down(self, timeout_s: float = 15.0) -> bool:
-        """Stop MLServer and everything it spawned; True if something was running."""
+        """Stop the ingress, then MLServer and everything it spawned; True if something was running."""
+        ingress_stopped = self.ingress.stop()
         pid = self.pid
         if pid is None:
             self._reap()
             (self.state_dir / PID_FILE).unlink(missing_ok=True)
-            return False
+            return ingress_stopped
         try:
             stop_group(pid, timeout_s, self._poll)
         finally:
@@ -226,12 +268,20 @@ class Testbed:
             "rest_url": self.rest_url,
             "grpc_target": self.grpc_target,
             "metrics_url": self.metrics_url,
+            **self._ingress_status(),
             "state_dir": str(self.state_dir),
             "log": str(self.log_path),
             "models": models,
         }
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _ingress_status(self) -> dict[str, Any]:
+        if not self.config.ingress and self.ingress.pid is None:
+            return {}
+        return {"ingress": {"pid": self.ingress.pid, "url": self.ingress_url, "grpc_target": self.ingress_grpc_target,
+                            "tls_url": self.ingress_tls_url, "ca_file": str(self.ca_file),
+                            "log": str(self.ingress.log_path)}}
 
     def _write_repository(self) -> Path:
         cfg = self.config
