@@ -74,6 +74,8 @@ def check_run_options(a: argparse.Namespace) -> None:
         raise ConfigError(f"--web-port must be between 1 and 65535 (got {a.web_port})")
     if not a.web_ui and not (a.users or a.stages or a.auto or a.sweep):
         raise ConfigError("choose how to offer load: --stages RPS:RAMP:HOLD,..., --auto, --users N or --sweep")
+    if a.step_payload and not a.isolate_steps:
+        raise ConfigError("--step-payload MODEL=FILE goes with --isolate-steps (the payload of one step's own test)")
     if a.web_ui and a.web_login and not os.environ.get(WEB_PASSWORD_ENV):
         raise ConfigError(f"--web-login needs the password in the environment variable {WEB_PASSWORD_ENV}")
 

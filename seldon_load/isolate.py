@@ -8,8 +8,11 @@ load as the pipeline (same ``--stages``, ``--auto`` or ``--users``, host and pro
 then the pipeline runs into ``<results>/`` and its ``pipeline`` section gains the step
 capacities, the bottleneck and the predicted capacity (its server-side step latencies stay).
 
-A step's payload is synthesised from that model's metadata: the pipeline's ``--payload`` (if
-any) fits the pipeline's inputs, not necessarily a step's (a join takes two tensors).
+A step's payload is what that step really receives in the pipeline: before any load, the
+pipeline's request is walked through the DAG once (``step_payloads``), each step called with
+the real outputs of the steps it reads, and what it got is written to
+``<results>/steps/<model>/payload.json``; ``--step-payload MODEL=FILE`` replaces one. Step
+models need not declare their inputs, and the results say which payload each step was tested with.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ from typing import Any
 
 from seldon_load import launcher
 from seldon_load.errors import ConfigError
+from seldon_load.step_payloads import (
+    PAYLOAD_FILE,
+    check_overrides,
+    describe,
+    walk_target,
+    write_payloads,
+)
 
 DEFAULT_RESULTS = "results/latest"
 STEPS_DIR = "steps"
@@ -34,11 +44,17 @@ def run_isolated(args: argparse.Namespace, largs: list[str], extra: list[str]) -
     if getattr(args, "web_ui", False):
         raise ConfigError("--isolate-steps runs headless, one test after another; drop --web-ui")
     results_dir = Path(args.results or DEFAULT_RESULTS)
-    models = list(dict.fromkeys(step.model for step in pipeline.steps.values()))
+    settings = launcher.validate(largs)
+    check_overrides(pipeline, settings.step_payloads)
+    print(f"[seldon-load] finding each step's payload: one request through pipeline {pipeline.name}", flush=True)
+    received = walk_target(settings, pipeline)
+    payloads = write_payloads(pipeline, received, settings.step_payloads, lambda m: _step_dir(results_dir, m),
+                              results_dir)
     step_runs: list[tuple[str, list[str], Path]] = []
-    for model in models:
-        out = results_dir / STEPS_DIR / _safe_dir(model)
-        step_largs = launcher.locust_args(_step_args(args, model, out), args._plugin)
+    for model in payloads:
+        out = _step_dir(results_dir, model)
+        step_args = _step_args(args, model, out, settings.step_payloads.get(model))
+        step_largs = launcher.locust_args(step_args, args._plugin)
         launcher.validate(step_largs)  # bad input for any step fails before any load is sent
         step_runs.append((model, step_largs, out))
     codes: list[int] = []
@@ -50,7 +66,7 @@ def run_isolated(args: argparse.Namespace, largs: list[str], extra: list[str]) -
         if code in (2, _INTERRUPTED):
             print(f"[seldon-load] isolated test of {model} ended with exit code {code}; stopping", flush=True)
             return code
-        isolated[model] = step_capacity(out, results_dir, code)
+        isolated[model] = {**step_capacity(out, results_dir, code), "payload": payloads[model]}
     print(f"[seldon-load] pipeline {pipeline.name} -> {results_dir}/", flush=True)
     code = launcher.run_locust(largs, args.workers, str(results_dir), extra=extra)
     codes.append(code)
@@ -119,6 +135,8 @@ def summary_lines(section: dict[str, Any], isolated: dict[str, dict]) -> list[st
     for model, info in isolated.items():
         cap = info.get("capacity_rps")
         lines.append(f"  {model:24} capacity {'-' if cap is None else f'{cap:g}'} rps  ({info.get('basis')})")
+        if info.get("payload"):
+            lines.append(f"  {'':24} payload {describe(info['payload'])}")
     pred, meas = section.get("predicted_capacity_rps"), section.get("measured_capacity_rps")
     lines.append(f"  bottleneck {section.get('bottleneck') or '-'}; pipeline capacity predicted "
                  f"{'-' if pred is None else f'{pred:g}'} rps, measured {'-' if meas is None else f'{meas:g}'} rps"
@@ -139,14 +157,23 @@ def _pipeline_of(args: argparse.Namespace) -> Any:
     raise ConfigError(f"--pipeline-spec {args.pipeline_spec!r} has no pipeline named {args.pipeline!r}")
 
 
-def _step_args(args: argparse.Namespace, model: str, out: Path) -> argparse.Namespace:
-    """The pipeline's options aimed at one model: same load, host and protocol."""
+def _step_args(args: argparse.Namespace, model: str, out: Path, override: str | None) -> argparse.Namespace:
+    """The pipeline's options aimed at one model: same load, host and protocol, the step's payload
+    (a walked payload is already batched; a --step-payload file gets --batch-size as --payload does)."""
     step = copy.copy(args)
     step.model, step.pipeline, step.results = model, None, str(out)
-    for dest in ("pipeline_spec", "pipeline_path", "payload", "min_saturation_rps"):
+    for dest in ("pipeline_spec", "pipeline_path", "min_saturation_rps", "step_payload"):
         if hasattr(step, dest):
-            setattr(step, dest, False if isinstance(getattr(step, dest), bool) else None)
+            value = getattr(step, dest)
+            setattr(step, dest, False if isinstance(value, bool) else [] if isinstance(value, list) else None)
+    step.payload = override or str(out / PAYLOAD_FILE)
+    if override is None:
+        step.batch_size = None
     return step
+
+
+def _step_dir(results_dir: Path, model: str) -> Path:
+    return results_dir / STEPS_DIR / _safe_dir(model)
 
 
 def _safe_dir(model: str) -> str:

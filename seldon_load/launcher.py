@@ -17,6 +17,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seldon_load.settings import Settings
 
 LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
 
@@ -75,7 +79,7 @@ def locust_args(a: argparse.Namespace, plugin: PluginOptions | None = None) -> l
     return out
 
 
-def validate(args: list[str]) -> None:
+def validate(args: list[str]) -> Settings:
     """Parse the options exactly as the Locust processes will, so bad input fails here first."""
     from locust.argument_parser import get_parser
 
@@ -87,6 +91,7 @@ def validate(args: list[str]) -> None:
     opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
     settings = Settings.from_options(opts)
     check_results_dir(settings.results_dir)
+    return settings
 
 
 class Processes:

@@ -122,6 +122,9 @@ def add_arguments(parser) -> None:
     g = _WithEnv(parser)
     g.add_argument("--pipeline-spec", default="", include_in_web_ui=False,
                    help="Seldon Pipeline YAML (steps, critical path)")
+    g.add_argument("--step-payload", action="append", default=[], include_in_web_ui=False,
+                   help="With --isolate-steps: MODEL=FILE, the OIP JSON request to test step model MODEL with "
+                        "instead of what it receives in the pipeline, repeatable")
     g.add_argument("--metrics-url", action="append", default=[], include_in_web_ui=False,
                    help="Prometheus endpoint scraped at stage boundaries, repeatable")
     g.add_argument("--prometheus-url", default="", include_in_web_ui=False,
@@ -252,6 +255,20 @@ def check_results_dir(path: str) -> None:
         raise ConfigError(f"--results {path!r}: {str(probe)!r} is not writable")
 
 
+def parse_step_payloads(items: list[str] | None) -> dict[str, str]:
+    """``--step-payload MODEL=FILE`` items -> {model: file}, each file checked."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        model, sep, path = str(item).partition("=")
+        model, path = model.strip(), path.strip()
+        if not sep or not model or not path:
+            raise ConfigError(f"invalid --step-payload {item!r}: expected MODEL=FILE")
+        if model in out:
+            raise ConfigError(f"--step-payload given twice for model {model!r}")
+        out[model] = _check_file(path, f"--step-payload for {model!r}:")
+    return out
+
+
 def _check_file(path: str, what: str) -> str:
     if path and not os.path.isfile(path):
         raise ConfigError(f"{what} {path!r}: no such file")
@@ -287,6 +304,7 @@ class Settings:
     max_failure_ratio: float | None = None
     min_saturation_rps: float | None = None
     pipeline_spec: str = ""
+    step_payloads: dict[str, str] = field(default_factory=dict)
     metrics_urls: list[str] = field(default_factory=list)
     prometheus_url: str = ""
 
@@ -376,6 +394,7 @@ class Settings:
         s.max_failure_ratio = o.max_failure_ratio
         s.min_saturation_rps = o.min_saturation_rps
         s.pipeline_spec = _check_file(o.pipeline_spec, "--pipeline-spec")
+        s.step_payloads = parse_step_payloads(getattr(o, "step_payload", None))
         s.metrics_urls = [_check_url(u, "--metrics-url") for u in o.metrics_url or []]
         s.prometheus_url = _check_url(o.prometheus_url, "--prometheus-url") if o.prometheus_url else ""
         return s

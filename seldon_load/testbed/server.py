@@ -44,10 +44,18 @@ SYNTH_MODELS: dict[str, tuple[float, str, int]] = {
     "synth-busy-2ms": (2.0, "busy", 1),
     "join-1ms": (1.0, "wait", 2),
 }
+# Synthetic models whose metadata declares no inputs or outputs, as many real step models:
+# name -> (service_time_ms, output_width). Any input names and widths are accepted.
+UNDECLARED_MODELS: dict[str, tuple[float, int]] = {
+    "bare-1ms": (1.0, 3),
+    "bare-20ms": (20.0, 4),
+    "bare-join-1ms": (1.0, 4),
+}
 IRIS_MODEL = "iris"
 # pipeline name -> spec file in PIPELINES_DIR
-PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml", "slow-branch": "slow-branch.yaml"}
-MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, IRIS_MODEL, *PIPELINES)
+PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml", "slow-branch": "slow-branch.yaml",
+                             "bare-steps": "bare-steps.yaml"}
+MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, *UNDECLARED_MODELS, IRIS_MODEL, *PIPELINES)
 
 
 @dataclass
@@ -311,6 +319,8 @@ class Testbed:
             _write_json(
                 repo / name / "model-settings.json", _synth_settings(name, service_time_ms, mode, n_inputs)
             )
+        for name, (service_time_ms, width) in UNDECLARED_MODELS.items():
+            _write_json(repo / name / "model-settings.json", _undeclared_settings(name, service_time_ms, width))
         write_iris_model(repo / IRIS_MODEL)
         for name, spec_file in PIPELINES.items():
             spec_path = PIPELINES_DIR / spec_file
@@ -410,6 +420,13 @@ def _synth_settings(name: str, service_time_ms: float, mode: str, n_inputs: int)
             },
         },
     }
+
+
+def _undeclared_settings(name: str, service_time_ms: float, output_width: int) -> dict[str, Any]:
+    settings = _synth_settings(name, service_time_ms, "wait", 1)
+    del settings["inputs"], settings["outputs"]
+    settings["parameters"]["extra"].update(output_width=output_width, declare_metadata=False)
+    return settings
 
 
 def _mlserver_command() -> list[str]:

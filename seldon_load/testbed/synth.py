@@ -9,6 +9,8 @@ Model-settings ``parameters.extra``:
   ``workers / service_time``), standing in for a CPU-bound model.
 - ``output_width`` (int, default 4): columns of ``OUTPUT0``.
 - ``n_inputs`` (int, default 1): declared inputs (``INPUT0``, ``INPUT1``, ...); 2 for joins.
+- ``declare_metadata`` (bool, default true): false leaves the metadata's inputs and outputs
+  empty, as many real step models do (their callers must know what to send).
 
 Any inputs are accepted (first dim = batch). ``OUTPUT0`` is FP32 ``[batch, output_width]``
 whose every column is the sum of all numeric input values of that row, over all inputs, so
@@ -66,12 +68,15 @@ class SynthModel(MLModel):
             raise ValueError("synth service_time_ms must be >= 0")
         self._output_width = int(extra.get("output_width", 4))
         n_inputs = int(extra.get("n_inputs", 1))
-        if not self.inputs:
-            self.inputs = [
-                MetadataTensor(name=f"INPUT{i}", datatype="FP32", shape=[-1, 4]) for i in range(n_inputs)
-            ]
-        if not self.outputs:
-            self.outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, self._output_width])]
+        if extra.get("declare_metadata", True) is False:
+            self.inputs, self.outputs = [], []
+        else:
+            if not self.inputs:
+                self.inputs = [
+                    MetadataTensor(name=f"INPUT{i}", datatype="FP32", shape=[-1, 4]) for i in range(n_inputs)
+                ]
+            if not self.outputs:
+                self.outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, self._output_width])]
         # Virtual clock: the loop time at which the model is next free (wait mode).
         self._next_free_s = 0.0
         return True

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from seldon_load.oip.payload import encode_for
@@ -169,3 +170,34 @@ def test_isolated_steps_predict_the_pipeline_capacity(testbed: Testbed, tmp_path
     # the pipeline run's own server-side numbers are still there
     assert p["critical_path"] == ["synth-1ms", "synth-20ms", "join-1ms"] and p["overhead_ms"] > 0
     assert "bottleneck synth-20ms" in run.stdout
+
+
+def test_isolated_steps_without_step_metadata(testbed: Testbed, tmp_path: Path) -> None:
+    # bare-steps: bare-1ms -> bare-20ms (input renamed X) -> bare-join-1ms (A from bare-1ms, B from
+    # bare-20ms). None of the three declares inputs, so each step's payload must come from the walk
+    # through the pipeline. bare-20ms carries exactly 50 rps: sustained at 20 and 40, not at 70;
+    # the 1 ms steps sustain all three stages.
+    run = seldon_load(["run", "--host", testbed.rest_url, "--pipeline", "bare-steps",
+                       "--pipeline-spec", str(PIPELINES_DIR / "bare-steps.yaml"), "--isolate-steps",
+                       "--stages", "20:1s:4s,40:1s:4s,70:1s:4s", "--max-send-lag-ms", "30", "--workers", "0"],
+                      tmp_path, timeout_s=300)
+    assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    p = run.results["pipeline"]
+    iso = p["isolated"]
+    assert p["bottleneck"] == "bare-20ms", iso
+    assert iso["bare-20ms"]["saturated"] is True and iso["bare-20ms"]["capacity_rps"] == 40.0
+    for model in ("bare-1ms", "bare-join-1ms"):
+        assert iso[model]["capacity_rps"] == 70.0 and iso[model]["saturated"] is False, iso[model]
+    shapes = {m: [(t["name"], t["shape"]) for t in info["payload"]["inputs"]] for m, info in iso.items()}
+    assert shapes == {"bare-1ms": [("INPUT0", [1, 4])], "bare-20ms": [("X", [1, 3])],
+                      "bare-join-1ms": [("A", [1, 3]), ("B", [1, 4])]}
+    assert all(info["payload"]["source"] == "pipeline walk" for info in iso.values())
+    assert iso["bare-join-1ms"]["payload"]["file"] == "steps/bare-join-1ms/payload.json"
+    # what the join was tested with is what the pipeline gave it: B = bare-20ms(A) = 4 x (sum of A's row)
+    sent = orjson.loads((tmp_path / "steps" / "bare-join-1ms" / "payload.json").read_bytes())["inputs"]
+    a_row, b_row = sent[0]["data"], sent[1]["data"]
+    assert b_row == pytest.approx([sum(a_row)] * 4, rel=1e-5)
+    for model in iso:  # every step test sent its payload and got answers
+        stages = orjson.loads((tmp_path / "steps" / model / "results.json").read_bytes())["stages"]
+        assert stages[0]["requests"] > 0 and stages[0]["failures"] == 0, (model, stages[0])
+    assert "payload pipeline walk: A FP32 [1, 3], B FP32 [1, 4]" in run.stdout

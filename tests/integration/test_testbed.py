@@ -19,7 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from seldon_load.errors import ConfigError, TargetError
 from seldon_load.oip._generated import grpc_predict_v2_pb2 as pb
 from seldon_load.oip._generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from seldon_load.testbed.server import MODEL_NAMES, SYNTH_MODELS, Testbed, TestbedConfig, free_port
+from seldon_load.testbed.server import (
+    MODEL_NAMES,
+    SYNTH_MODELS,
+    UNDECLARED_MODELS,
+    Testbed,
+    TestbedConfig,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +74,7 @@ def synth_expected(*arrays: np.ndarray, width: int = 4) -> np.ndarray:
 def inputs_for(model: str) -> dict[str, np.ndarray]:
     if model == "iris":
         return {"input-0": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)}
-    if model == "join-1ms":
+    if model in ("join-1ms", "bare-join-1ms"):
         return {"INPUT0": ROWS, "INPUT1": ROWS * 2}
     return {"INPUT0": ROWS}
 
@@ -80,7 +87,16 @@ def expected_for(model: str) -> np.ndarray:
     if model in ("branching", "slow-branch"):  # synth-1ms -> (synth-2ms, synth-8ms or -20ms) -> join-1ms
         first = synth_expected(ROWS)
         return synth_expected(synth_expected(first), synth_expected(first))
-    return synth_expected(*inputs_for(model).values())
+    if model == "bare-steps":  # bare-1ms (3 columns) -> bare-20ms -> bare-join-1ms(bare-1ms, bare-20ms)
+        first = synth_expected(ROWS, width=3)
+        return synth_expected(first, synth_expected(first))
+    width = UNDECLARED_MODELS[model][1] if model in UNDECLARED_MODELS else 4
+    return synth_expected(*inputs_for(model).values(), width=width)
+
+
+def declared_inputs(model: str) -> list[str]:
+    """What the metadata lists: nothing for the models that declare no metadata."""
+    return [] if model in UNDECLARED_MODELS else list(inputs_for(model))
 
 
 def metric_samples(bed: Testbed) -> dict[tuple[str, str], float]:
@@ -103,10 +119,10 @@ def test_every_model_ready_with_metadata(testbed: Testbed) -> None:
     for model in MODEL_NAMES:
         with urllib.request.urlopen(f"{testbed.rest_url}/v2/models/{model}", timeout=10) as response:
             meta = orjson.loads(response.read())
-        names = [t["name"] for t in meta["inputs"]]
-        assert names == list(inputs_for(model)), model
-        assert all(t["datatype"] == "FP32" and t["shape"] == [-1, 4] for t in meta["inputs"])
-        assert meta["outputs"], model
+        names = [t["name"] for t in meta.get("inputs") or []]
+        assert names == declared_inputs(model), model
+        assert all(t["datatype"] == "FP32" and t["shape"] == [-1, 4] for t in meta.get("inputs") or [])
+        assert bool(meta.get("outputs")) is (model not in UNDECLARED_MODELS), model
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
@@ -122,7 +138,7 @@ def test_model_answers_over_grpc(testbed: Testbed, model: str) -> None:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         reply = stub.ModelInfer(grpc_request(model, inputs_for(model)), timeout=30)
         meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=10)
-    assert [t.name for t in meta.inputs] == list(inputs_for(model))
+    assert [t.name for t in meta.inputs] == declared_inputs(model)
     out = reply.outputs[0]
     if model == "iris":
         assert out.datatype == "INT64"

@@ -1,7 +1,9 @@
 """``run --isolate-steps`` orchestration: step runs, capacities, merge into the pipeline results.
 
-Locust is replaced by a fake ``run_locust`` that writes results.json files, so these tests check
-what is run, in which order, with which options, and what ends up in the results.
+Locust is replaced by a fake ``run_locust`` that writes results.json files, and the one call per
+step of the payload walk by a function that answers as the testbed's synth models do (the walk
+itself is real), so these tests check what is run, in which order, with which options and
+payloads, and what ends up in the results. tests/integration/test_pipelines.py does it for real.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
-from seldon_load import cli, isolate, launcher
+from seldon_load import cli, isolate, launcher, step_payloads
 from seldon_load.analyze.pipeline_results import pipeline_section
 from seldon_load.analyze.pipeline_spec import read_pipelines
+from seldon_load.oip.types import InferRequest, InferResponse, Tensor
 from seldon_load.report.rebuild import write_all
 
 SPEC = pathlib.Path(__file__).parents[2] / "seldon_load" / "testbed" / "pipelines" / "linear.yaml"
@@ -66,8 +70,22 @@ class FakeLocust:
         return code
 
 
+def synth_answer(model: str, request: InferRequest) -> InferResponse:
+    """What a synth model answers: OUTPUT0 [batch, 4], every column the row's sum over all inputs."""
+    sums = sum(t.data.reshape(t.shape[0], -1).sum(axis=1) for t in request.inputs)
+    out = np.repeat(np.asarray(sums, dtype=np.float32)[:, None], 4, axis=1)
+    return InferResponse(model, None, None, [Tensor("OUTPUT0", "FP32", list(out.shape), out)])
+
+
+def walk_without_server(settings: Any, pipeline: Any) -> dict[str, InferRequest]:
+    rows = np.arange(8, dtype=np.float32).reshape(2, 4)
+    request = InferRequest(inputs=[Tensor("INPUT0", "FP32", [2, 4], rows)])
+    return step_payloads.walk(pipeline, request, synth_answer)
+
+
 def run_cli(args: list[str], fake: FakeLocust, monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(launcher, "run_locust", fake)
+    monkeypatch.setattr(isolate, "walk_target", walk_without_server)
     return cli.main(["run", "--host", HOST, *args])
 
 
@@ -81,7 +99,8 @@ def test_each_step_model_alone_then_the_pipeline(tmp_path: pathlib.Path, monkeyp
     models = [r[r.index("--model") + 1] if "--model" in r else None for r in fake.runs]
     assert models == ["synth-2ms", "synth-5ms", "synth-3ms", None]
     for largs, model in zip(fake.runs[:3], models, strict=False):
-        assert "--pipeline" not in largs and "--pipeline-spec" not in largs and "--payload" not in largs
+        assert "--pipeline" not in largs and "--pipeline-spec" not in largs
+        assert largs[largs.index("--payload") + 1] == str(tmp_path / "steps" / model / "payload.json")
         assert largs[largs.index("--stages") + 1] == "100:1s:4s,200:1s:4s"  # the same load
         assert largs[largs.index("--host") + 1] == HOST and "--metrics-url" in largs
         assert largs[largs.index("--results") + 1] == str(tmp_path / "steps" / model)
@@ -96,9 +115,16 @@ def test_each_step_model_alone_then_the_pipeline(tmp_path: pathlib.Path, monkeyp
     assert p["isolated"]["synth-2ms"]["basis"].startswith("lower bound")
     assert p["isolated"]["synth-3ms"]["basis"].startswith("capacity_estimate_rps")
     assert p["isolated"]["synth-5ms"]["results_dir"] == "steps/synth-5ms"
+    assert p["isolated"]["synth-5ms"]["payload"] == {
+        "source": "pipeline walk", "file": "steps/synth-5ms/payload.json", "step": "synth-5ms",
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 4]}]}
+    # what synth-5ms received in the pipeline: synth-2ms's answer (row sums) renamed to INPUT0
+    sent = orjson.loads((tmp_path / "steps" / "synth-5ms" / "payload.json").read_bytes())["inputs"][0]
+    assert sent["data"] == [6.0] * 4 + [22.0] * 4
     assert "bottleneck" in (tmp_path / "report.html").read_text()
     out = capsys.readouterr().out
     assert "bottleneck synth-5ms; pipeline capacity predicted 190 rps" in out
+    assert "payload pipeline walk: INPUT0 FP32 [2, 4]" in out
 
 
 def test_worst_exit_code_and_stop_on_bad_input(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
