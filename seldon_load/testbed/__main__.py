@@ -17,6 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-port", type=int, help=f"REST port (default {defaults.http_port})")
     parser.add_argument("--grpc-port", type=int, help=f"gRPC port (default {defaults.grpc_port})")
     parser.add_argument("--metrics-port", type=int, help=f"Prometheus port (default {defaults.metrics_port})")
+    parser.add_argument("--ingress", action="store_true", help="with up: also start the Envoy ingress (seldon-mesh)")
+    parser.add_argument("--ingress-port", type=int, help=f"ingress port, REST and gRPC (default {defaults.ingress_port})")
+    parser.add_argument("--ingress-tls-port", type=int,
+                        help=f"ingress TLS port (default {defaults.ingress_tls_port})")
     parser.add_argument("--state-dir", default=defaults.state_dir, help="model repository, log and PID file")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for 'up' (default 90)")
     return parser
@@ -24,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one action; returns the exit code (status: 0 running, 1 not running)."""
-    ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port}
+    ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port,
+             "ingress_port": args.ingress_port, "ingress_tls_port": args.ingress_tls_port}
     if args.action == "up":
-        config = TestbedConfig(state_dir=args.state_dir)
+        config = TestbedConfig(state_dir=args.state_dir, ingress=args.ingress)
         for name, port in ports.items():
             if port is not None:
                 setattr(config, name, port)
@@ -36,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"testbed up (pid {status['pid']}): REST {bed.rest_url}  gRPC {bed.grpc_target}  metrics {bed.metrics_url}"
         )
+        if args.ingress:
+            print(f"ingress (Envoy): REST {bed.ingress_url}  gRPC {bed.ingress_grpc_target}  TLS {bed.ingress_tls_url}"
+                  f" and {bed.ingress_tls_grpc_target} (CA {bed.ca_file})")
         print(f"models: {', '.join(status['models'])}")
         return 0
     bed = Testbed.from_state_dir(args.state_dir, **ports)
