@@ -132,7 +132,10 @@ def _header_match(value: str) -> dict[str, Any]:
 
 
 def _to(cluster: str) -> dict[str, Any]:
-    return {"cluster": cluster, "timeout": "0s"}  # no route timeout: the client decides
+    # no route timeout (the client decides); a request is retried only if its upstream connection
+    # failed before anything was sent, so nothing reaches a model twice
+    return {"cluster": cluster, "timeout": "0s",
+            "retry_policy": {"retry_on": "reset-before-request,connect-failure", "num_retries": 1}}
 
 
 def _domains(ports: IngressPorts) -> list[str]:
@@ -176,11 +179,13 @@ def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
         "circuit_breakers": {"thresholds": [{"max_connections": _LIMIT, "max_pending_requests": _LIMIT,
                                              "max_requests": _LIMIT, "max_retries": 3}]},
     }
-    if http2:
-        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}},
-        }}
+    # Envoy drops an idle upstream connection before MLServer's keep-alive timeout (5 s) would:
+    # a request on a connection the server is closing at that moment would fail with a 503
+    cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "common_http_protocol_options": {"idle_timeout": "2s"},
+        "explicit_http_config": {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}},
+    }}
     return cluster
 
 

@@ -204,7 +204,7 @@ class Testbed:
 
     def up(self, timeout_s: float = 90.0) -> None:
         """Write the model repository, start MLServer and wait until every model is ready."""
-        running = self.pid
+        running = self.pid or self.ingress.pid
         if running is not None:
             raise TargetError(
                 f"a testbed is already running from {self.state_dir} (pid {running}); stop it first (testbed down)"

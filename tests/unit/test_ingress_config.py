@@ -81,5 +81,8 @@ def test_tls_listener_offers_h2_and_http1_with_the_made_certificate() -> None:
     context = tls["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
     assert context["alpn_protocols"] == ["h2", "http/1.1"]
     assert context["tls_certificates"][0]["certificate_chain"]["filename"] == "/x/server.pem"
-    grpc_cluster = config["static_resources"]["clusters"][1]
-    assert grpc_cluster["name"] == GRPC_CLUSTER and "typed_extension_protocol_options" in grpc_cluster
+    rest_cluster, grpc_cluster = config["static_resources"]["clusters"]
+    options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    assert grpc_cluster["name"] == GRPC_CLUSTER
+    assert "http2_protocol_options" in grpc_cluster["typed_extension_protocol_options"][options]["explicit_http_config"]
+    assert "http_protocol_options" in rest_cluster["typed_extension_protocol_options"][options]["explicit_http_config"]
