@@ -2,7 +2,8 @@
 
 ``run`` starts a Locust master and ``--workers N`` local worker processes (or one
 in-process runner with 0) on the packaged locustfile, waits, and stops every process it
-started, also on Ctrl-C and on errors. Options not its own go to Locust after ``--``.
+started, also on Ctrl-C and on errors (all of that in ``launcher``, which ``demo`` and
+``isolate`` use too). Options not its own go to Locust after ``--``.
 Exit codes: 0 ran and every threshold held, 1 a threshold failed, 2 bad input.
 """
 
