@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from seldon_load.errors import ConfigError, TargetError
-from seldon_load.testbed.procs import die_with_parent, http_ok, is_running, stop_group, tcp_open
+from seldon_load.testbed.procs import die_with_parent, http_ok, is_running, log_tail, stop_group, tcp_open
 
 ROUTING_HEADER = "seldon-model"
 PIPELINE_SUFFIX = ".pipeline"
@@ -306,8 +306,4 @@ class Ingress:
             time.sleep(0.1)
 
     def _log_tail(self) -> str:
-        try:
-            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            lines = []
-        return f"{' | '.join(lines[-3:]) or '(empty log)'} (log: {self.log_path})"
+        return log_tail(self.log_path, lines=3)

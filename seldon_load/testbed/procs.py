@@ -8,16 +8,47 @@ file, guarded against a recycled PID by the process's command line.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
 from seldon_load.errors import TargetError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    """A log's last error lines (or its last lines), on one line, and where the log is."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    all_lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in all_lines if re.match(r"[\w.]*(Error|Exception)\b|.*\] ?(ERROR|error|critical)\b", line)]
+    picked = list(dict.fromkeys(errors))[-3:] if errors else all_lines[-lines:]
+    return f"{' | '.join(picked) or '(empty log)'} (log: {path})"
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:

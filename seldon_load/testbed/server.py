@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,18 @@ from typing import Any
 import seldon_load
 from seldon_load.errors import ConfigError, TargetError
 from seldon_load.testbed.ingress import INGRESS_DIR, Ingress, IngressPorts
-from seldon_load.testbed.procs import die_with_parent, http_ok, is_running, stop_group, tcp_open
+from seldon_load.testbed.procs import (
+    die_with_parent,
+    free_port,
+    http_ok,
+    is_running,
+    log_tail,
+    port_in_use,
+    stop_group,
+    tcp_open,
+)
+
+__all__ = ["MODEL_NAMES", "PIPELINES", "Testbed", "TestbedConfig", "free_port"]
 from seldon_load.testbed.sklearn_model import write_iris_model
 
 PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
@@ -78,23 +88,6 @@ class TestbedConfig:
     """Also run the Core-2-like Envoy ingress (testbed/ingress.py) on the two ports below."""
     ingress_port: int = 9000
     ingress_tls_port: int = 9443
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 class Testbed:
@@ -218,7 +211,7 @@ class Testbed:
         for what, port in ports.items():
             if not 1 <= port <= 65535:
                 raise ConfigError(f"testbed {what} port must be between 1 and 65535 (got {port})")
-            if _port_in_use(cfg.host, port):
+            if port_in_use(cfg.host, port):
                 raise TargetError(f"testbed {what} port {cfg.host}:{port} is already in use; pick another")
         repo = self._write_repository()
         # MLSERVER_* variables of the caller's shell must not change the testbed.
@@ -380,16 +373,8 @@ class Testbed:
     def _model_ready(self, name: str) -> bool:
         return http_ok(f"{self.rest_url}/v2/models/{name}/ready")
 
-    def _log_tail(self, lines: int = 5) -> str:
-        """The log's last error lines (or its last lines), on one line, and where the log is."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return f"(no log at {self.log_path})"
-        all_lines = [line.strip() for line in text.splitlines() if line.strip()]
-        errors = [line for line in all_lines if re.match(r"[\w.]*(Error|Exception)\b|.*\] ERROR ", line)]
-        picked = list(dict.fromkeys(errors))[-3:] if errors else all_lines[-lines:]
-        return f"{' | '.join(picked) or '(empty log)'} (log: {self.log_path})"
+    def _log_tail(self) -> str:
+        return log_tail(self.log_path)
 
     def _poll(self) -> None:
         if self._process is not None:

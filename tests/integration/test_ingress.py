@@ -232,3 +232,13 @@ def test_testbed_up_with_ingress_from_the_command(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert not psutil.pid_exists(envoy_pid) or psutil.Process(envoy_pid).status() == psutil.STATUS_ZOMBIE
     assert bed.status()["running"] is False and bed.ingress.pid is None
+
+
+def test_up_refuses_a_taken_ingress_port_before_starting_anything(tmp_path: Path) -> None:
+    bed = Testbed.for_tests(tmp_path, ingress=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", bed.config.ingress_tls_port))
+        taken.listen()
+        with pytest.raises(TargetError, match=f"ingress TLS port 127.0.0.1:{bed.config.ingress_tls_port} is already"):
+            bed.up(timeout_s=30)
+    assert bed.pid is None and bed.ingress.pid is None
