@@ -1,4 +1,4 @@
-"""The ``seldon-load`` command: run, report, testbed, demo.
+"""The ``seldon-load`` command: run, sweep, compare, report, testbed, demo.
 
 ``run`` starts a Locust master and ``--workers N`` local worker processes (or one
 in-process runner with 0) on the packaged locustfile, waits, and stops every process it
@@ -154,6 +154,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(a.results, workers=a.workers, ingress=not a.no_ingress)
 
 
+def cmd_sweep(a: argparse.Namespace, base: list[str], extra: list[str]) -> int:
+    from seldon_load.experiment.sweep import run_sweep
+
+    return run_sweep(a, base, extra, a._run_parser, check_run_options)
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from seldon_load.experiment.summary import run_compare
+
+    return run_compare(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="seldon-load", description=__doc__.split("\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one load test", epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.set_defaults(_plugin=_add_run_options(run))
+    from seldon_load.experiment.cli import add_compare_parser, add_sweep_parser
+
+    add_sweep_parser(sub, run)
+    add_compare_parser(sub)
     rep = sub.add_parser("report", help="rebuild report.html and stages.csv from DIR/results.json",
                          epilog="example:\n  seldon-load report results/demo/rest",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,16 +213,21 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "sweep":  # a sweep passes the run options it does not know to each run
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.command == "run":
+        if args.command in ("run", "sweep"):
             Terminated.signal = None
             previous = {sig: signal.signal(sig, Terminated.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
             try:
-                return cmd_run(args, extra)
+                return cmd_run(args, extra) if args.command == "run" else cmd_sweep(args, rest, extra)
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "testbed":

@@ -32,6 +32,7 @@ from seldon_load.analyze.stages import fell_behind, sending_limits, stage_row
 from seldon_load.errors import ConfigError, SeldonLoadError
 from seldon_load.load.control import Controller, ControllerConfig, Verdict
 from seldon_load.measure.aggregate import Aggregate
+from seldon_load.oip.payload import inferences_per_request
 from seldon_load.settings import Settings, add_arguments, check_results_dir, scrub
 from seldon_load.users import OIPUser, OpenLoopUser, ProcessState
 
@@ -229,7 +230,8 @@ class Session:
             pipeline = pipeline_section(self.pipeline_spec(), self.snapshots, self._rows_for_pipeline())
         self.results = build_results(
             agg=self.aggregate, stages=c.plan.stages, names=self.names(), criteria=s.criteria,
-            target={"host": t.safe_host, "protocol": t.protocol, "kind": t.kind, "name": t.name},
+            target={"host": t.safe_host, "protocol": t.protocol, "kind": t.kind, "name": t.name,
+                    "batch_size": inferences_per_request(s.payload or None, s.batch_size)},
             mode=s.mode, workers=max((w["workers"] for w in c.workers_timeline), default=1) if self.is_master else 0,
             workers_timeline=c.workers_timeline, max_failure_ratio=s.max_failure_ratio,
             min_saturation_rps=s.min_saturation_rps,

@@ -107,6 +107,15 @@ def thresholds(rows: list[dict], sat: dict, mode: str, criteria: Criteria,
     return out
 
 
+def add_inferences(rows: list[dict], sat: dict, batch_size: int) -> None:
+    """Inferences/s beside requests/s: each request carries ``batch_size`` inferences."""
+    for r in rows:
+        r["achieved_ips"] = _round(r["achieved_rps"] * batch_size) if r.get("achieved_rps") is not None else None
+    for key in ("max_sustainable", "recommended", "capacity_estimate"):
+        rps = sat.get(f"{key}_rps")
+        sat[f"{key}_ips"] = _round(rps * batch_size) if rps is not None else None
+
+
 def build_results(*, agg, stages, names, criteria: Criteria, target: dict, mode: str, workers: int,
                   workers_timeline: list[dict], master_cpu_max: float | None = None,
                   max_failure_ratio: float | None = None, min_saturation_rps: float | None = None,
@@ -115,6 +124,7 @@ def build_results(*, agg, stages, names, criteria: Criteria, target: dict, mode:
     open_loop = mode in ("stages", "auto")
     rows = stage_table(agg, stages, names, criteria, open_loop, until_s=until_s)
     sat = saturation(rows, criteria)
+    add_inferences(rows, sat, int(target.get("batch_size") or 1))
     gen = generator_health(rows, criteria, master_cpu_max)
     th = thresholds(rows, sat, mode, criteria, max_failure_ratio, min_saturation_rps)
     return {

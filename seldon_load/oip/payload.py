@@ -106,6 +106,18 @@ def randomize_like(req: InferRequest, rng: np.random.Generator) -> InferRequest:
     return InferRequest(inputs=inputs, outputs=list(req.outputs), parameters=dict(req.parameters), id=req.id)
 
 
+def inferences_per_request(payload_file: str | None, batch_size: int) -> int:
+    """Inferences one request carries: the batch size times the payload file's batch dimension
+    (first input's first dim, repeated by ``repeat_batch``); a synthesised payload has batch_size."""
+    if not payload_file:
+        return batch_size
+    try:
+        first = load_request_file(payload_file).inputs[0]
+    except (ConfigError, IndexError):
+        return batch_size
+    return batch_size * (int(first.shape[0]) if first.shape else 1)
+
+
 def repeat_batch(req: InferRequest, batch_size: int) -> InferRequest:
     """The request with every input repeated ``batch_size`` times along its first dimension."""
     if batch_size == 1:

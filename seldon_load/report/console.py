@@ -79,6 +79,14 @@ def _generator_limited(r: dict[str, Any], first: int | None, saturated: bool) ->
     return None
 
 
+def _ips(r: dict[str, Any], rps: float | None) -> str:
+    """' requests/s = N inferences/s (batch B)' when a request carries a batch of inferences."""
+    batch = as_int(section(r, "target").get("batch_size"))
+    if rps is None or batch is None or batch <= 1:
+        return ""
+    return f" (requests/s) = {fmt_num(rps * batch)} inferences/s (batch {batch})"
+
+
 def verdict(r: dict[str, Any]) -> Verdict:
     sat, gen, stages = section(r, "saturation"), section(r, "generator"), items(r, "stages")
     first, saturated = as_int(sat.get("first_unsustained_stage")), sat.get("saturated") is True
@@ -108,12 +116,13 @@ def verdict(r: dict[str, Any]) -> Verdict:
         if max_ok is not None:
             v.details.append(f"Highest sustained rate: {fmt_num(max_ok)} rps.")
     elif saturated:
-        v = Verdict("saturated", f"Saturation point: {fmt_num(max_ok)} rps" if max_ok is not None
+        v = Verdict("saturated", f"Saturation point: {fmt_num(max_ok)} rps" + _ips(r, max_ok) if max_ok is not None
                     else "Saturated at the first stage: no stage was sustained")
         frac = as_float(section(sat, "criteria").get("recommended_fraction"))
         pct = f" ({fmt_num(frac * 100)} % of the saturation point)" if frac is not None else ""
         if sat.get("recommended_rps") is not None:
-            v.details.append(f"Recommended rate per replica: {fmt_num(sat.get('recommended_rps'))} rps{pct}.")
+            v.details.append(f"Recommended rate per replica: {fmt_num(sat.get('recommended_rps'))} rps"
+                             f"{_ips(r, as_float(sat.get('recommended_rps')))}{pct}.")
         if sat.get("capacity_estimate_rps") is not None:
             v.details.append(f"Capacity estimate: {fmt_num(sat.get('capacity_estimate_rps'))} rps.")
         fs = next((s for s in stages if as_int(s.get("index")) == first), None)

@@ -17,7 +17,7 @@ STAGE_COLUMNS = [
     *(f"latency_ms_{p}" for p in PERCENTILES),
     "service_ms_p50", "service_ms_p99", "send_lag_ms_p50", "send_lag_ms_p99", "send_lag_ms_max",
     "cpu_percent_max", "steal_percent_max", "generator_healthy", "latency_trend",
-    "latency_trend_delta_ms", "sustained", "reasons", "failures_by_kind",
+    "latency_trend_delta_ms", "sustained", "reasons", "failures_by_kind", "achieved_ips",
 ]
 TIMELINE_COLUMNS = ["t_s", "stage", "phase", "offered_rps", "achieved_rps", "ok", "failures", "dropped",
                     "p50_ms", "p99_ms", "lag_p99_ms"]

@@ -1,0 +1,1 @@
+"""Tuning experiments: sweeps over run settings and comparisons of their results."""

@@ -1,0 +1,90 @@
+"""`seldon-load compare DIR...` and what sweep and compare print and write.
+
+A DIR is a results directory (results.json) or a sweep's directory (sweep.json: its variants,
+failed ones included). Everything is checked before anything is written: no results, another
+schema, different targets without --allow-different-targets end with one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from seldon_load.errors import ConfigError
+from seldon_load.experiment.compare import MAX_RESULTS_BYTES, NO_DIFFERENCE, Run, compare, load_run
+from seldon_load.experiment.plan import unique_names
+from seldon_load.report.comparison_html import write_comparison_html
+from seldon_load.report.svg import fmt_num
+
+
+def write_comparison(comparison: dict[str, Any], directory: str | Path) -> list[Path]:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    js = d / "comparison.json"
+    js.write_bytes(orjson.dumps(comparison, option=orjson.OPT_INDENT_2))
+    return [js, write_comparison_html(comparison, d / "comparison.html")]
+
+
+def summary_lines(c: dict[str, Any]) -> list[str]:
+    """A few lines for the console: one per variant, one per delta."""
+    out = [f"comparison (baseline {c.get('baseline')}):"]
+    for v in c.get("variants") or []:
+        if v.get("status") != "ok":
+            out.append(f"  {v['name']}: FAILED: {v.get('reason') or 'no results'}")
+            continue
+        sat, at = v.get("saturation") or {}, v.get("at_recommended") or {}
+        best = sat.get("max_sustainable_rps")
+        head = (f"saturation {fmt_num(best)} req/s = {fmt_num(sat.get('max_sustainable_ips'))} inferences/s"
+                if best is not None else "no saturation point")
+        lat = (f"; at {fmt_num(at.get('rate_rps'))} req/s p50 {fmt_num(at.get('p50_ms'))} ms "
+               f"p99 {fmt_num(at.get('p99_ms'))} ms{' (interpolated)' if at.get('interpolated') else ''}"
+               if at else "")
+        out.append(f"  {v['name']} (batch {v.get('batch_size')}): {head}{lat}")
+    for d in c.get("deltas") or []:
+        word = d.get("verdict")
+        change = "" if word in (NO_DIFFERENCE, "unknown") else f" ({fmt_num(d.get('delta_pct'))}%)"
+        out.append(f"  {d['variant']} vs {c.get('baseline')}: {d['metric']}: {word}{change}")
+    return out
+
+
+def _sweep_runs(directory: str) -> list[Run]:
+    path = Path(directory, "sweep.json")
+    if path.stat().st_size > MAX_RESULTS_BYTES:
+        raise ConfigError(f"{path}: too large")
+    try:
+        doc = orjson.loads(path.read_bytes())
+        records = doc["variants"]
+        assert isinstance(records, list)
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+        raise ConfigError(f"{path}: not a sweep record") from None
+    from seldon_load.experiment.sweep import runs_of_sweep
+
+    return runs_of_sweep(Path(directory), records)
+
+
+def load_dirs(dirs: list[str]) -> list[Run]:
+    runs: list[Run] = []
+    for d in dirs:
+        if not Path(d, "results.json").is_file() and Path(d, "sweep.json").is_file():
+            runs += _sweep_runs(d)
+        else:
+            runs.append(load_run(d))
+    for run, name in zip(runs, unique_names(r.name for r in runs), strict=True):
+        run.name = name
+    return runs
+
+
+def run_compare(a: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    runs = load_dirs(a.dirs)
+    comparison = compare(runs, a.baseline, a.allow_different_targets)
+    paths = write_comparison(comparison, a.output)
+    for line in summary_lines(comparison):
+        print(line, file=out)
+    for p in paths:
+        print(f"wrote {p}", file=out)
+    return 0
