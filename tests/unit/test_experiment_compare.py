@@ -1,0 +1,115 @@
+"""compare: interpolation at common rates, the noise-respecting verdict, inferences/s, refusals,
+and comparison.html (self-contained, escaped)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from seldon_load.errors import ConfigError
+from seldon_load.experiment.compare import NO_DIFFERENCE, Run, at_rate, compare, curve, load_run, verdict
+from seldon_load.experiment.summary import load_dirs
+from seldon_load.report.comparison_html import render_comparison
+
+
+def results(stages: list[tuple[float, float, float, bool]], batch: int = 1, name: str = "m",
+            best: float | None = None, timeline: list[dict] | None = None) -> dict:
+    """(offered, p50, p99, sustained) per stage."""
+    rows = [{"index": i, "target_rps": r, "achieved_rps": r if ok else r * 0.6, "requests": 100, "failures": 0,
+             "dropped": 0, "latency_ms": {"p50": p50, "p99": p99}, "sustained": ok}
+            for i, (r, p50, p99, ok) in enumerate(stages)]
+    ok_rates = [r for r, *_, ok in stages if ok]
+    best = best if best is not None else (max(ok_rates) if ok_rates else None)
+    return {"schema": "seldon-load/results/v1", "mode": "stages",
+            "target": {"host": "http://h:1", "protocol": "rest", "kind": "model", "name": name, "batch_size": batch},
+            "stages": rows, "timeline": timeline or [],
+            "saturation": {"saturated": True, "max_sustainable_rps": best,
+                           "recommended_rps": None if best is None else best * 0.8},
+            "generator": {"healthy": True}, "pipeline": None}
+
+
+def test_at_rate_measured_interpolated_and_outside() -> None:
+    c = curve(results([(10, 2, 4, True), (20, 4, 8, True), (40, 50, 900, False)]))
+    assert at_rate(c, 10) == {"p50_ms": 2, "p99_ms": 4, "interpolated": False}
+    assert at_rate(c, 15) == {"p50_ms": 3.0, "p99_ms": 6.0, "interpolated": True}
+    assert at_rate(c, 30) is None  # above what was sustained: never read off an overloaded stage
+    assert at_rate(c, 5) is None
+
+
+def test_verdict_respects_noise_and_tolerance() -> None:
+    assert verdict(100, 104, 0, True)["verdict"] == NO_DIFFERENCE  # within 5 %
+    assert verdict(100, 130, 40, True)["verdict"] == NO_DIFFERENCE  # within the runs' spread
+    assert verdict(100, 130, 10, True)["verdict"] == "better"
+    assert verdict(10, 13, 1, False)["verdict"] == "worse"  # latency: higher is worse
+    d = verdict(10, 7, 0.5, False)
+    assert d["verdict"] == "better" and d["delta"] == -3 and d["delta_pct"] == -30
+    assert verdict(None, 3, 0, True)["verdict"] == "unknown"
+
+
+def test_compare_counts_inferences_and_finds_common_rates() -> None:
+    a = Run("batch1", "d1", results([(10, 2, 4, True), (30, 2, 5, True), (60, 9, 900, False)], batch=1))
+    b = Run("batch4", "d4", results([(10, 3, 6, True), (20, 3, 7, True), (25, 9, 900, False)], batch=4))
+    c = compare([a, b])
+    rows = {v["name"]: v for v in c["variants"]}
+    assert rows["batch4"]["saturation"]["max_sustainable_ips"] == 80
+    assert rows["batch1"]["saturation"]["max_sustainable_ips"] == 30
+    assert rows["batch4"]["at_recommended"]["rate_rps"] == 16
+    assert rows["batch4"]["at_recommended"]["interpolated"] is True
+    rates = {r["offered_rps"]: r["variants"] for r in c["common_rates"]}
+    assert set(rates) == {10, 20}  # 30 only batch1 sustained; 20 is interpolated for batch1
+    assert rates[20]["batch1"]["interpolated"] is True and rates[20]["batch4"]["interpolated"] is False
+    caps = [d for d in c["deltas"] if d["metric"] == "max_sustainable_ips"]
+    assert caps[0]["verdict"] == "better" and caps[0]["unit"] == "inferences/s"
+    assert caps[0]["noise"] == 30  # batch1 located its point to within 30..60 req/s (x1)
+
+
+def test_a_run_compared_with_itself_shows_no_measurable_difference() -> None:
+    tl = [{"stage": 0, "phase": "hold", "p50_ms": x, "p99_ms": 2 * x} for x in (2, 3, 2.5)]
+    r = results([(10, 2, 4, True), (20, 3, 6, True), (40, 50, 900, False)], timeline=tl)
+    c = compare([Run("a", "d", r), Run("b", "d", r)])
+    assert c["deltas"] and {d["verdict"] for d in c["deltas"]} == {NO_DIFFERENCE}
+
+
+def test_saturation_within_the_stage_step_is_no_difference() -> None:
+    # 100 vs 120: both located only to within the 50 rps step between their stages
+    a = Run("a", "d", results([(100, 2, 4, True), (150, 50, 900, False)]))
+    b = Run("b", "d", results([(120, 2, 4, True), (170, 50, 900, False)]))
+    d = next(x for x in compare([a, b])["deltas"] if x["metric"] == "max_sustainable_ips")
+    assert d["verdict"] == NO_DIFFERENCE and d["noise"] == 50
+
+
+def test_refusals(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no results.json"):
+        load_run(str(tmp_path))
+    (tmp_path / "results.json").write_bytes(orjson.dumps({"schema": "seldon-load/results/v0"}))
+    with pytest.raises(ConfigError, match="schema"):
+        load_run(str(tmp_path))
+    x, y = Run("x", "d", results([(10, 1, 2, True)], name="m1")), Run("y", "d", results([(10, 1, 2, True)], name="m2"))
+    with pytest.raises(ConfigError, match="different targets"):
+        compare([x, y])
+    assert len(compare([x, y], allow_different_targets=True)["variants"]) == 2
+    with pytest.raises(ConfigError, match="baseline"):
+        compare([x, y], baseline="z", allow_different_targets=True)
+    with pytest.raises(ConfigError, match="two or more"):
+        compare([x])
+
+
+def test_same_directory_twice_gets_two_names(tmp_path) -> None:
+    (tmp_path / "results.json").write_bytes(orjson.dumps(results([(10, 1, 2, True)])))
+    runs = load_dirs([str(tmp_path), str(tmp_path)])
+    assert [r.name for r in runs] == [tmp_path.name, f"{tmp_path.name}-2"]
+
+
+def test_failed_variant_is_a_row_and_html_is_self_contained_and_escaped() -> None:
+    evil = "<script>alert(1)</script>"
+    ok = Run(evil, "d", results([(10, 1, 2, True), (20, 2, 3, True)]))
+    ok2 = Run("b", "d", results([(10, 1, 2, True), (20, 2, 3, True)]))
+    bad = Run("down", "d", None, f"target down {evil}", 2)
+    c = compare([ok, ok2, bad])
+    assert c["variants"][2] == {"name": "down", "directory": "d", "status": "failed",
+                                "reason": f"target down {evil}", "exit_code": 2}
+    html = render_comparison(c)
+    assert "<script" not in html and "&lt;script&gt;" in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "").replace("http://h:1", "")
+    assert html.count("<svg") == 2
+    assert render_comparison({}).startswith("<!DOCTYPE html>")  # any missing field is fine
