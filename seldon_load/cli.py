@@ -112,7 +112,8 @@ def cmd_testbed(a: argparse.Namespace) -> int:
     tb = Testbed(TestbedConfig(host=a.bind_host, http_port=a.http_port, grpc_port=a.grpc_port,
                                metrics_port=a.metrics_port, state_dir=a.state_dir,
                                stop_with_parent=bool(a.foreground), ingress=a.ingress,
-                               ingress_port=a.ingress_port, ingress_tls_port=a.ingress_tls_port))
+                               ingress_port=a.ingress_port, ingress_tls_port=a.ingress_tls_port,
+                               parallel_workers=a.parallel_workers))
     if a.action == "up":
         tb.up()
         print(f"testbed up: REST {tb.rest_url}  gRPC {tb.grpc_target}  metrics {tb.metrics_url}", flush=True)
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--ingress-port", type=int, default=9000, help="ingress port, REST and gRPC (default 9000)")
     tb.add_argument("--ingress-tls-port", type=int, default=9443,
                     help="ingress TLS port, REST and gRPC (default 9443; CA in STATE_DIR/ingress/ca.pem)")
+    tb.add_argument("--parallel-workers", type=int, default=0,
+                    help="with up: MLServer inference worker processes, each with its own copy of every model "
+                         "(default 0: all in the server process)")
     tb.add_argument("--foreground", action="store_true",
                     help="with up: keep running until SIGTERM/Ctrl-C, then stop the server (containers)")
     demo = sub.add_parser("demo", help="testbed + saturation tests over REST, gRPC and a pipeline (~3 min)")

@@ -215,9 +215,14 @@ def deltas(runs: list[Run], baseline: Run, rates: list[dict[str, Any]]) -> list[
         sat = r.get("saturation") or {}
         noise = max(rate_step(b) * batch_of(b), rate_step(r) * batch_of(r))
         best_b, best_v = _f(b_sat.get("max_sustainable_rps")), _f(sat.get("max_sustainable_rps"))
+        cap = verdict(None if best_b is None else best_b * batch_of(b),
+                      None if best_v is None else best_v * batch_of(r), noise, True)
+        # a run that never saturated only shows a lower bound of its capacity
+        b_low, v_low = b_sat.get("saturated") is not True, sat.get("saturated") is not True
+        if (cap["verdict"] == "better" and b_low) or (cap["verdict"] == "worse" and v_low):
+            cap["verdict"] = "unknown"
         out.append({"variant": run.name, "metric": "max_sustainable_ips", "unit": "inferences/s",
-                    **verdict(None if best_b is None else best_b * batch_of(b),
-                              None if best_v is None else best_v * batch_of(r), noise, True)})
+                    "lower_bound": {"baseline": b_low, "value": v_low}, **cap})
         shared = [row for row in rates if baseline.name in row["variants"] and run.name in row["variants"]]
         if not shared:
             continue

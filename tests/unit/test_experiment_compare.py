@@ -113,3 +113,21 @@ def test_failed_variant_is_a_row_and_html_is_self_contained_and_escaped() -> Non
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "").replace("http://h:1", "")
     assert html.count("<svg") == 2
     assert render_comparison({}).startswith("<!DOCTYPE html>")  # any missing field is fine
+
+
+def test_an_unsaturated_run_gives_only_a_lower_bound() -> None:
+    saturated = results([(10, 1, 2, True), (20, 50, 900, False)])
+    unsaturated = results([(10, 1, 2, True), (40, 1, 2, True)])
+    unsaturated["saturation"]["saturated"] = False
+    up = next(d for d in compare([Run("a", "d", saturated), Run("b", "d", unsaturated)])["deltas"]
+              if d["metric"] == "max_sustainable_ips")
+    assert up["verdict"] == "better" and up["lower_bound"] == {"baseline": False, "value": True}
+    down = next(d for d in compare([Run("b", "d", unsaturated), Run("a", "d", saturated)])["deltas"]
+                if d["metric"] == "max_sustainable_ips")
+    assert down["verdict"] == "worse"  # 10..20 is below 40, whatever lies above 40
+    low = results([(10, 1, 2, True)])
+    low["saturation"]["saturated"] = False
+    high = results([(40, 1, 2, True), (60, 50, 900, False)])
+    unsure = next(d for d in compare([Run("low", "d", low), Run("high", "d", high)])["deltas"]
+                  if d["metric"] == "max_sustainable_ips")
+    assert unsure["verdict"] == "unknown"  # the baseline was never pushed to its limit
