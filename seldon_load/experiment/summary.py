@@ -38,8 +38,11 @@ def summary_lines(c: dict[str, Any]) -> list[str]:
             continue
         sat, at = v.get("saturation") or {}, v.get("at_recommended") or {}
         best = sat.get("max_sustainable_rps")
-        head = (f"saturation {fmt_num(best)} req/s = {fmt_num(sat.get('max_sustainable_ips'))} inferences/s"
-                if best is not None else "no saturation point")
+        rate = f"{fmt_num(best)} req/s = {fmt_num(sat.get('max_sustainable_ips'))} inferences/s"
+        if best is None:
+            head = "no saturation point" + (f" ({sat['inconclusive_reason']})" if sat.get("inconclusive_reason") else "")
+        else:
+            head = f"saturation {rate}" if sat.get("saturated") else f"not saturated, sustained up to {rate}"
         lat = (f"; at {fmt_num(at.get('rate_rps'))} req/s p50 {fmt_num(at.get('p50_ms'))} ms "
                f"p99 {fmt_num(at.get('p99_ms'))} ms{' (interpolated)' if at.get('interpolated') else ''}"
                if at else "")

@@ -27,7 +27,7 @@ def _l(v: Any) -> list[Any]:
 
 
 def _variants_table(c: dict[str, Any]) -> str:
-    heads = ["variant", "status", "host", "protocol", "batch", "saturation req/s", "saturation inf/s",
+    heads = ["variant", "status", "host", "protocol", "batch", "saturated", "saturation req/s", "saturation inf/s",
              "recommended req/s", "recommended inf/s", "p50 at rec. (ms)", "p99 at rec. (ms)",
              "errors+dropped", "error ratio", "generator healthy", "server CPU cores"]
     rows = []
@@ -36,7 +36,8 @@ def _variants_table(c: dict[str, Any]) -> str:
         sat, at, tgt, srv = _d(v.get("saturation")), _d(v.get("at_recommended")), _d(v.get("target")), _d(v.get("server"))
         mark = " (interpolated)" if at.get("interpolated") else ""
         status = v.get("status") if v.get("status") == "ok" else f"{v.get('status')}: {v.get('reason') or ''}"
-        rows.append([v.get("name"), status, tgt.get("host"), tgt.get("protocol"), v.get("batch_size"),
+        saturated = {True: "yes", False: "no (a lower bound)"}.get(sat.get("saturated"))  # type: ignore[arg-type]
+        rows.append([v.get("name"), status, tgt.get("host"), tgt.get("protocol"), v.get("batch_size"), saturated,
                      sat.get("max_sustainable_rps"), sat.get("max_sustainable_ips"), sat.get("recommended_rps"),
                      sat.get("recommended_ips"),
                      None if at.get("p50_ms") is None else f"{fmt_num(at.get('p50_ms'))}{mark}",
