@@ -14,6 +14,7 @@ from another day, can be compared offline. Three views:
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ RESULTS_SCHEMA = "seldon-load/results/v1"
 MAX_RESULTS_BYTES = 64 << 20
 DEFAULT_TOLERANCE = 0.05  # 1 - the stages' min achieved ratio: rates closer than this are one rate
 SAME_RATE = 1e-6
+MIN_TAIL = 10  # a percentile needs this many answers beyond it before a change in it is judged
 NO_DIFFERENCE = "no measurable difference"
 
 
@@ -116,6 +118,52 @@ def spread_ms(results: dict[str, Any], stage_index: int | None, key: str) -> flo
     return (max(vals) - min(vals)) / 2 if len(vals) >= 2 else 0.0
 
 
+_QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999), ("max", 1.0))
+
+
+def _latency_at(lat: dict[str, Any], q: float) -> float | None:
+    """Latency at quantile q (0.5..1) interpolated between a stage's known percentiles."""
+    pts = [(qq, v) for key, qq in _QUANTILES if (v := _f(lat.get(key))) is not None]
+    if not pts:
+        return None
+    if q <= pts[0][0]:
+        return pts[0][1]
+    for (q0, v0), (q1, v1) in zip(pts, pts[1:], strict=False):
+        if q0 <= q <= q1:
+            return v0 + (q - q0) / (q1 - q0) * (v1 - v0)
+    return pts[-1][1]
+
+
+def sampling_noise_ms(stage: dict[str, Any] | None, key: str) -> float:
+    """How far a percentile of ``requests`` answers may move by chance alone: the latencies at
+    the ranks of its 95 % confidence interval (q +- 1.96 sqrt(q(1-q)/n)), read off the stage's
+    percentiles. A p99 over 40 requests is the maximum, which chance alone sets: fewer than
+    MIN_TAIL answers beyond the percentile make its noise unbounded (inf)."""
+    if not stage:
+        return 0.0
+    q = {"p50_ms": 0.5, "p99_ms": 0.99}[key]
+    n = int(stage.get("requests") or 0)
+    if 0 < n * (1 - q) < MIN_TAIL:
+        return math.inf
+    lat = stage.get("latency_ms") or {}
+    mid = _latency_at(lat, q)
+    if n <= 0 or mid is None:
+        return 0.0
+    z = 1.96 * math.sqrt(q * (1 - q) / n)
+    lo, hi = _latency_at(lat, max(0.5, q - z)), _latency_at(lat, min(1.0, q + z))
+    return max(mid - (lo if lo is not None else mid), (hi if hi is not None else mid) - mid)
+
+
+def latency_noise_ms(b: dict[str, Any], r: dict[str, Any], rate: float, key: str) -> float:
+    """Noise of a latency difference at ``rate``: the larger per-second spread of the two runs,
+    or the two percentiles' sampling noise combined, whichever is larger."""
+    ib, ir = _nearest_stage(curve(b), rate), _nearest_stage(curve(r), rate)
+    sb = next((s for s in b.get("stages") or [] if s.get("index") == ib), None)
+    sr = next((s for s in r.get("stages") or [] if s.get("index") == ir), None)
+    return max(spread_ms(b, ib, key), spread_ms(r, ir, key),
+               math.hypot(sampling_noise_ms(sb, key), sampling_noise_ms(sr, key)))
+
+
 def rate_step(results: dict[str, Any]) -> float:
     """How precisely the run located its saturation point: the gap between the highest
     sustained stage and the lowest unsustained one above it (0 when not bracketed)."""
@@ -140,6 +188,9 @@ def verdict(base: float | None, value: float | None, noise: float, higher_is_bet
                 "verdict": "unknown"}
     delta = value - base
     margin = max(noise, tolerance * abs(base))
+    if math.isinf(margin):
+        return {"baseline": _r(base), "value": _r(value), "delta": _r(delta),
+                "delta_pct": _r(100.0 * delta / base, 1) if base else None, "noise": None, "verdict": NO_DIFFERENCE}
     if abs(delta) <= margin:
         word = NO_DIFFERENCE
     else:
@@ -229,8 +280,10 @@ def deltas(runs: list[Run], baseline: Run, rates: list[dict[str, Any]]) -> list[
         row = shared[-1]
         rate = row["offered_rps"]
         for key in ("p50_ms", "p99_ms"):
-            n = max(spread_ms(b, _nearest_stage(curve(b), rate), key), spread_ms(r, _nearest_stage(curve(r), rate), key))
+            n = latency_noise_ms(b, r, rate, key)
             d = verdict(row["variants"][baseline.name][key], row["variants"][run.name][key], n, False)
+            if math.isinf(n):
+                d["reason"] = f"fewer than {MIN_TAIL} answers beyond the {key[:3]} in a stage: too few to judge"
             out.append({"variant": run.name, "metric": f"{key[:3]}_at_{rate:g}_rps", "unit": "ms",
                         "offered_rps": rate, "interpolated": row["variants"][baseline.name]["interpolated"]
                         or row["variants"][run.name]["interpolated"], **d})

@@ -46,7 +46,9 @@ def summary_lines(c: dict[str, Any]) -> list[str]:
         lat = (f"; at {fmt_num(at.get('rate_rps'))} req/s p50 {fmt_num(at.get('p50_ms'))} ms "
                f"p99 {fmt_num(at.get('p99_ms'))} ms{' (interpolated)' if at.get('interpolated') else ''}"
                if at else "")
-        out.append(f"  {v['name']} (batch {v.get('batch_size')}): {head}{lat}")
+        bad = v.get("failures_and_dropped") or 0
+        errs = f"; {bad} failed or dropped (ratio {fmt_num(v.get('error_ratio'))})" if bad else ""
+        out.append(f"  {v['name']} (batch {v.get('batch_size')}): {head}{lat}{errs}")
     for d in c.get("deltas") or []:
         word = d.get("verdict")
         change = "" if word in (NO_DIFFERENCE, "unknown") else f" ({fmt_num(d.get('delta_pct'))}%)"

@@ -16,7 +16,8 @@ def results(stages: list[tuple[float, float, float, bool]], batch: int = 1, name
             best: float | None = None, timeline: list[dict] | None = None) -> dict:
     """(offered, p50, p99, sustained) per stage."""
     rows = [{"index": i, "target_rps": r, "achieved_rps": r if ok else r * 0.6, "requests": 100, "failures": 0,
-             "dropped": 0, "latency_ms": {"p50": p50, "p99": p99}, "sustained": ok}
+             "dropped": 0, "sustained": ok,
+             "latency_ms": {"p50": p50, "p95": 0.8 * p99, "p99": p99, "max": 2 * p99}}
             for i, (r, p50, p99, ok) in enumerate(stages)]
     ok_rates = [r for r, *_, ok in stages if ok]
     best = best if best is not None else (max(ok_rates) if ok_rates else None)
@@ -131,3 +132,24 @@ def test_an_unsaturated_run_gives_only_a_lower_bound() -> None:
     unsure = next(d for d in compare([Run("low", "d", low), Run("high", "d", high)])["deltas"]
                   if d["metric"] == "max_sustainable_ips")
     assert unsure["verdict"] == "unknown"  # the baseline was never pushed to its limit
+
+
+def test_a_p99_of_few_requests_is_noise() -> None:
+    from seldon_load.experiment.compare import sampling_noise_ms
+
+    lat = {"p50": 5, "p90": 8, "p95": 9, "p99": 12, "p999": 20, "max": 30}
+    few, many = {"requests": 40, "latency_ms": lat}, {"requests": 100_000, "latency_ms": lat}
+    some = {"requests": 2000, "latency_ms": lat}
+    assert sampling_noise_ms(few, "p99_ms") == float("inf")  # the p99 of 40 is their maximum
+    assert sampling_noise_ms(some, "p99_ms") == pytest.approx(8 * 0.00436 / 0.009, rel=0.01)  # p99..p999
+    assert sampling_noise_ms(many, "p99_ms") < 0.6
+    a = results([(10, 5, 12, True)])
+    b = results([(10, 5, 16, True)])  # +33 % p99, each from 100 requests: chance
+    d = next(x for x in compare([Run("a", "d", a), Run("b", "d", b)])["deltas"] if x["metric"] == "p99_at_10_rps")
+    assert d["verdict"] == NO_DIFFERENCE and d["noise"] is None and "too few" in d["reason"]
+    p50 = next(x for x in compare([Run("a", "d", a), Run("b", "d", b)])["deltas"] if x["metric"] == "p50_at_10_rps")
+    assert "reason" not in p50
+    for r in (a, b):
+        r["stages"][0]["requests"] = 100_000
+    d = next(x for x in compare([Run("a", "d", a), Run("b", "d", b)])["deltas"] if x["metric"] == "p99_at_10_rps")
+    assert d["verdict"] == "worse"
