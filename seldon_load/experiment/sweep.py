@@ -128,8 +128,7 @@ def _failure_reason(log: Path, code: int) -> str:
     except OSError:
         lines = []
     errs = [ln for ln in lines if re.search(r"\berror\b", ln, re.I)]
-    last = (errs or lines or [f"exit code {code}"])[-1]
-    return last[:300]
+    return errs[-1][:300] if errs else f"exit code {code}, no error line (see {log})"
 
 
 def _run_variant(p: Planned, extra: list[str]) -> tuple[int, float]:
@@ -178,12 +177,16 @@ def run_sweep(a: argparse.Namespace, base_args: list[str], extra: list[str],
         code, took = _run_variant(p, extra)
         done.append((p.planned_s, took))
         has_results = (p.directory / "results.json").is_file()
-        reason = None if code in (0, 1) and has_results else _failure_reason(p.directory / "run.log", code)
+        if has_results:
+            reason = {0: None, 1: "a threshold failed", 130: "interrupted: results cover the run until then"}.get(
+                code, f"exit code {code}")
+        else:
+            reason = _failure_reason(p.directory / "run.log", code)
         records.append({"name": p.variant.name, "directory": p.directory.name,
                         "values": {k: public_value(k, v) for k, v in p.variant.values.items()},
-                        "exit_code": code, "status": "ok" if has_results and code in (0, 1) else "failed",
+                        "exit_code": code, "status": "ok" if has_results else "failed",
                         "reason": reason, "duration_s": round(took, 1)})
-        word = {0: "ok", 1: "ran, a threshold failed"}.get(code, f"FAILED ({reason})")
+        word = ("ok" if code == 0 else f"ran, {reason}") if has_results else f"FAILED ({reason})"
         print(f"sweep: variant {i + 1}/{n} {p.variant.name}: {word}", file=out, flush=True)
         if code == 130:
             interrupted = True

@@ -153,3 +153,20 @@ def test_a_p99_of_few_requests_is_noise() -> None:
         r["stages"][0]["requests"] = 100_000
     d = next(x for x in compare([Run("a", "d", a), Run("b", "d", b)])["deltas"] if x["metric"] == "p99_at_10_rps")
     assert d["verdict"] == "worse"
+
+
+def test_pipeline_steps_side_by_side() -> None:
+    def with_steps(means: dict[str, float]) -> dict:
+        r = results([(10, 1, 2, True)], name="pipe")
+        r["target"]["kind"] = "pipeline"
+        r["pipeline"] = {"steps": [{"name": n, "latency_ms": {"mean": m, "p50": m, "p99": 2 * m},
+                                    "on_critical_path": n == "b"} for n, m in means.items()]}
+        return r
+
+    c = compare([Run("x", "d", with_steps({"a": 1, "b": 5})), Run("y", "d", with_steps({"a": 1, "b": 2, "c": 3}))])
+    p = c["pipeline_steps"]
+    assert p["steps"] == ["a", "b", "c"]
+    assert p["variants"]["y"]["b"] == {"mean_ms": 2, "p50_ms": 2, "p99_ms": 4, "on_critical_path": True}
+    assert "c" not in p["variants"]["x"]
+    html = render_comparison(c)
+    assert "Pipeline steps" in html and "y p99 ms" in html
