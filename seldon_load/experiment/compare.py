@@ -199,6 +199,38 @@ def verdict(base: float | None, value: float | None, noise: float, higher_is_bet
             "delta_pct": _r(100.0 * delta / base, 1) if base else None, "noise": _r(margin), "verdict": word}
 
 
+def peak(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage with the highest achieved rate (the figure of a closed-loop run)."""
+    stages = [s for s in results.get("stages") or [] if _f(s.get("achieved_rps")) is not None]
+    if not stages:
+        return None
+    s = max(stages, key=lambda x: x["achieved_rps"])
+    lat = s.get("latency_ms") or {}
+    return {"stage": s.get("index"), "users": s.get("users"), "target_rps": _f(s.get("target_rps")),
+            "achieved_rps": _f(s["achieved_rps"]), "achieved_ips": _r(s["achieved_rps"] * batch_of(results)),
+            "p50_ms": _f(lat.get("p50")), "p99_ms": _f(lat.get("p99")), "_stage": s}
+
+
+def _closed_loop(r: dict[str, Any]) -> bool:
+    return r.get("mode") not in ("stages", "auto")
+
+
+def _peak_deltas(name: str, b: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Closed-loop runs have no offered rate: compare their peak throughput and its latency."""
+    pb, pr = peak(b), peak(r)
+    if pb is None or pr is None:
+        return []
+    out = [{"variant": name, "metric": "peak_achieved_ips", "unit": "inferences/s",
+            **verdict(pb["achieved_ips"], pr["achieved_ips"], 0.0, True)}]
+    for key in ("p50_ms", "p99_ms"):
+        n = math.hypot(sampling_noise_ms(pb["_stage"], key), sampling_noise_ms(pr["_stage"], key))
+        d = verdict(pb[key], pr[key], n, False)
+        if math.isinf(n):
+            d["reason"] = f"fewer than {MIN_TAIL} answers beyond the {key[:3]} in a stage: too few to judge"
+        out.append({"variant": name, "metric": f"{key[:3]}_at_peak", "unit": "ms", **d})
+    return out
+
+
 def variant_row(run: Run) -> dict[str, Any]:
     """The comparison's row of one variant (a failed variant: its name, status and reason)."""
     row: dict[str, Any] = {"name": run.name, "directory": run.directory, **run.extra}
@@ -234,6 +266,7 @@ def variant_row(run: Run) -> dict[str, Any]:
         if requests else None,
         "generator_healthy": gen.get("healthy"),
         "server": server,
+        "peak": {k: v for k, v in (peak(r) or {}).items() if not k.startswith("_")} or None,
         "curve": [{k: p[k] for k in ("offered_rps", "achieved_rps", "p50_ms", "p99_ms", "sustained")}
                   | {"achieved_ips": _r(p["achieved_rps"] * batch) if p["achieved_rps"] is not None else None}
                   for p in points],
@@ -263,6 +296,9 @@ def deltas(runs: list[Run], baseline: Run, rates: list[dict[str, Any]]) -> list[
         if run is baseline or run.results is None:
             continue
         r = run.results
+        if _closed_loop(b) or _closed_loop(r):
+            out += _peak_deltas(run.name, b, r)
+            continue
         sat = r.get("saturation") or {}
         noise = max(rate_step(b) * batch_of(b), rate_step(r) * batch_of(r))
         best_b, best_v = _f(b_sat.get("max_sustainable_rps")), _f(sat.get("max_sustainable_rps"))

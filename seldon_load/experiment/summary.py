@@ -39,7 +39,12 @@ def summary_lines(c: dict[str, Any]) -> list[str]:
         sat, at = v.get("saturation") or {}, v.get("at_recommended") or {}
         best = sat.get("max_sustainable_rps")
         rate = f"{fmt_num(best)} req/s = {fmt_num(sat.get('max_sustainable_ips'))} inferences/s"
-        if best is None:
+        pk = v.get("peak") or {}
+        if best is None and v.get("mode") not in ("stages", "auto") and pk:
+            users = f" with {pk['users']} users" if pk.get("users") else ""
+            head = (f"peak {fmt_num(pk.get('achieved_rps'))} req/s = {fmt_num(pk.get('achieved_ips'))} inferences/s"
+                    f"{users}, p50 {fmt_num(pk.get('p50_ms'))} ms p99 {fmt_num(pk.get('p99_ms'))} ms")
+        elif best is None:
             head = "no saturation point" + (f" ({sat['inconclusive_reason']})" if sat.get("inconclusive_reason") else "")
         else:
             head = f"saturation {rate}" if sat.get("saturated") else f"not saturated, sustained up to {rate}"

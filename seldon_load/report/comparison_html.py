@@ -29,7 +29,7 @@ def _l(v: Any) -> list[Any]:
 def _variants_table(c: dict[str, Any]) -> str:
     heads = ["variant", "status", "host", "protocol", "batch", "saturated", "saturation req/s", "saturation inf/s",
              "recommended req/s", "recommended inf/s", "p50 at rec. (ms)", "p99 at rec. (ms)",
-             "errors+dropped", "error ratio", "generator healthy", "server CPU cores"]
+             "peak achieved req/s", "errors+dropped", "error ratio", "generator healthy", "server CPU cores"]
     rows = []
     for v in _l(c.get("variants")):
         v = _d(v)
@@ -42,6 +42,7 @@ def _variants_table(c: dict[str, Any]) -> str:
                      sat.get("recommended_ips"),
                      None if at.get("p50_ms") is None else f"{fmt_num(at.get('p50_ms'))}{mark}",
                      None if at.get("p99_ms") is None else f"{fmt_num(at.get('p99_ms'))}{mark}",
+                     _d(v.get("peak")).get("achieved_rps"),
                      v.get("failures_and_dropped"), v.get("error_ratio"), v.get("generator_healthy"),
                      srv.get("cpu_cores")])
     return _table(heads, rows, frozenset({0, 1, 2, 3}))

@@ -170,3 +170,17 @@ def test_pipeline_steps_side_by_side() -> None:
     assert "c" not in p["variants"]["x"]
     html = render_comparison(c)
     assert "Pipeline steps" in html and "y p99 ms" in html
+
+
+def test_closed_loop_runs_compare_their_peaks() -> None:
+    def closed(users: int, rate: float, p99: float, n: int) -> dict:
+        r = results([(0, 1, p99, True)])
+        r["mode"] = "closed"
+        r["stages"][0].update({"target_rps": None, "users": users, "achieved_rps": rate, "requests": n})
+        r["saturation"] = {"saturated": False, "max_sustainable_rps": None}
+        return r
+
+    c = compare([Run("u1", "d", closed(1, 150, 7, 50_000)), Run("u4", "d", closed(4, 200, 21, 50_000))])
+    assert c["variants"][1]["peak"]["users"] == 4 and c["variants"][1]["peak"]["achieved_ips"] == 200
+    got = {d["metric"]: d["verdict"] for d in c["deltas"]}
+    assert got == {"peak_achieved_ips": "better", "p50_at_peak": NO_DIFFERENCE, "p99_at_peak": "worse"}
