@@ -8,6 +8,7 @@ schema, different targets without --allow-different-targets end with one line an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -71,9 +72,25 @@ def _sweep_runs(directory: str) -> list[Run]:
         assert isinstance(records, list)
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
         raise ConfigError(f"{path}: not a sweep record") from None
-    from seldon_load.experiment.sweep import runs_of_sweep
-
     return runs_of_sweep(Path(directory), records)
+
+
+def runs_of_sweep(root: Path, records: list[dict[str, Any]]) -> list[Run]:
+    """The sweep's variants as comparison inputs; failed ones keep their reason."""
+    runs = []
+    for r in records:
+        directory = str(root / r["directory"])
+        extra = {"values": r.get("values") or {}}
+        if r.get("status") == "ok":
+            try:
+                run = load_run(directory, r["name"])
+                run.exit_code, run.extra = r.get("exit_code"), extra
+                runs.append(run)
+                continue
+            except ConfigError as exc:
+                r = {**r, "reason": str(exc)}
+        runs.append(Run(r["name"], directory, None, r.get("reason"), r.get("exit_code"), extra))
+    return runs
 
 
 def load_dirs(dirs: list[str]) -> list[Run]:
@@ -88,8 +105,18 @@ def load_dirs(dirs: list[str]) -> list[Run]:
     return runs
 
 
+def check_output(path: str) -> None:
+    """ConfigError unless ``path`` is or can become a writable directory (nothing is created)."""
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {path}: {probe} is not a writable directory")
+
+
 def run_compare(a: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    check_output(a.output)
     runs = load_dirs(a.dirs)
     comparison = compare(runs, a.baseline, a.allow_different_targets)
     paths = write_comparison(comparison, a.output)

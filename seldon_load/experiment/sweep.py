@@ -22,9 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from seldon_load.errors import ConfigError
-from seldon_load.experiment.compare import Run, compare, load_run
+from seldon_load.experiment.compare import compare
 from seldon_load.experiment.plan import Plan, Variant, build_plan
-from seldon_load.experiment.summary import summary_lines, write_comparison
+from seldon_load.experiment.summary import runs_of_sweep, summary_lines, write_comparison
 from seldon_load.launcher import Processes, Terminated, _signal, _wait_for, locust_args, validate
 
 SWEEP_SCHEMA = "seldon-load/sweep/v1"
@@ -206,20 +206,3 @@ def run_sweep(a: argparse.Namespace, base_args: list[str], extra: list[str],
         return 130
     return 0 if records and all(r["exit_code"] == 0 for r in records) else 1
 
-
-def runs_of_sweep(root: Path, records: list[dict[str, Any]]) -> list[Run]:
-    """The sweep's variants as comparison inputs; failed ones keep their reason."""
-    runs = []
-    for r in records:
-        directory = str(root / r["directory"])
-        extra = {"values": r.get("values") or {}}
-        if r.get("status") == "ok":
-            try:
-                run = load_run(directory, r["name"])
-                run.exit_code, run.extra = r.get("exit_code"), extra
-                runs.append(run)
-                continue
-            except ConfigError as exc:
-                r = {**r, "reason": str(exc)}
-        runs.append(Run(r["name"], directory, None, r.get("reason"), r.get("exit_code"), extra))
-    return runs

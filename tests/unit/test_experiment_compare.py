@@ -184,3 +184,24 @@ def test_closed_loop_runs_compare_their_peaks() -> None:
     assert c["variants"][1]["peak"]["users"] == 4 and c["variants"][1]["peak"]["achieved_ips"] == 200
     got = {d["metric"]: d["verdict"] for d in c["deltas"]}
     assert got == {"peak_achieved_ips": "better", "p50_at_peak": NO_DIFFERENCE, "p99_at_peak": "worse"}
+
+
+def test_compare_command_refuses_with_one_line_and_exit_2(tmp_path, capsys) -> None:
+    from seldon_load.cli import main
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d, name in ((a, "m"), (b, "m"), (c, "other")):
+        d.mkdir()
+        (d / "results.json").write_bytes(orjson.dumps(results([(10, 1, 2, True)], name=name)))
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "out"
+    for args, needle in [([str(a), str(c)], "different targets"),
+                         ([str(a), str(tmp_path / "none")], "no results.json"),
+                         ([str(a), str(b), "--baseline", "zz"], "--baseline zz"),
+                         ([str(a), str(b), "--output", str(tmp_path / "file" / "x")], "not a writable directory")]:
+        code = main(["compare", *args] + ([] if "--output" in args else ["--output", str(out)]))
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not out.exists()
+    assert main(["compare", str(a), str(c), "--allow-different-targets", "--output", str(out)]) == 0
+    assert (out / "comparison.json").is_file() and (out / "comparison.html").is_file()
