@@ -180,11 +180,15 @@ def build_plan(base_args: list[str], vary: list[str], experiment: str | None, kn
 
     def check(names: Iterable[str], what: str) -> None:
         for n in names:
+            if n == "results":
+                raise ConfigError(f"{what}: --results belongs to the sweep (each variant writes RESULTS/<variant>/)")
             if n in RESERVED:
-                raise ConfigError(f"{what}: --{n} belongs to the sweep, not to a variant")
+                raise ConfigError(f"{what}: --{n} cannot be used in a sweep (each variant is one headless run)")
             if n not in known:
                 raise ConfigError(f"{what}: --{n} is not an option of seldon-load run")
 
+    check([t[2:].partition("=")[0] for t in base_args if t.startswith("--") and t[2:].partition("=")[0] in RESERVED],
+          "sweep")
     base_opts = _options(doc.get("base"), f"{where}: base")
     check(base_opts, f"{where}: base")
     axes: dict[str, list[str]] = {k: v for k, v in _options(doc.get("vary"), f"{where}: vary").items()}

@@ -43,6 +43,8 @@ def test_refusals_before_anything_runs() -> None:
         build_plan([], ["colour=red,blue"], None, KNOWN)
     with pytest.raises(ConfigError, match="belongs to the sweep"):
         build_plan([], ["results=a,b"], None, KNOWN)
+    with pytest.raises(ConfigError, match="--web-ui cannot be used in a sweep"):
+        build_plan(["--web-ui"], ["users=1,2"], None, KNOWN)
     with pytest.raises(ConfigError, match="needs variants"):
         build_plan(["--model", "m"], [], None, KNOWN)
     with pytest.raises(ConfigError, match="varied twice"):
