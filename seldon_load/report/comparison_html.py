@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from seldon_load.report.html import CSS, _cell, _figure, _table
+from seldon_load.report.html import CSS, _cell, _figure, _log_scale, _table
 from seldon_load.report.svg import PALETTE, Chart, as_float, fmt_num
 
 EXTRA_CSS = ".better{color:#2e7d32;font-weight:700}.worse{color:#c62828;font-weight:700}.same{color:#555}"
@@ -49,17 +49,21 @@ def _variants_table(c: dict[str, Any]) -> str:
 
 
 def _charts(c: dict[str, Any]) -> str:
-    a = Chart("Achieved vs offered rate, one line per variant", "offered rate (req/s)", "achieved (req/s)",
-              diagonal=True)
-    b = Chart("p99 latency vs offered rate, one line per variant", "offered rate (req/s)", "p99 (ms)")
-    for i, v in enumerate(_l(c.get("variants"))):
-        v = _d(v)
-        pts = [_d(p) for p in _l(v.get("curve"))]
-        xs = [(as_float(p.get("offered_rps")), p) for p in pts]
-        color = PALETTE[i % len(PALETTE)]
-        name = str(v.get("name"))
-        a.add(name, [(x, as_float(p.get("achieved_rps"))) for x, p in xs if x is not None], color)
-        b.add(name, [(x, as_float(p.get("p99_ms"))) for x, p in xs if x is not None], color)
+    variants = [_d(v) for v in _l(c.get("variants"))]
+    # with different batch sizes the inferences tell the variants apart, not the requests
+    ips = len({v.get("batch_size") for v in variants if v.get("status") == "ok"}) > 1
+    key, unit = ("achieved_ips", "inferences/s") if ips else ("achieved_rps", "req/s")
+    a = Chart(f"Achieved ({unit}) vs offered rate, one line per variant", "offered rate (req/s)",
+              f"achieved ({unit})", diagonal=not ips)
+    curves = [(v, [(x, p) for p in map(_d, _l(v.get("curve"))) if (x := as_float(p.get("offered_rps"))) is not None])
+              for v in variants]
+    p99s = [as_float(p.get("p99_ms")) for _, pts in curves for _, p in pts]
+    b = Chart("p99 latency vs offered rate, one line per variant", "offered rate (req/s)", "p99 (ms)",
+              y_log=_log_scale(p99s))
+    for i, (v, pts) in enumerate(curves):
+        color, name = PALETTE[i % len(PALETTE)], str(v.get("name"))
+        a.add(name, [(x, as_float(p.get(key))) for x, p in pts], color)
+        b.add(name, [(x, as_float(p.get("p99_ms"))) for x, p in pts], color)
     return _figure(a.render()) + _figure(b.render())
 
 
@@ -94,7 +98,9 @@ def _deltas(c: dict[str, Any]) -> str:
         out.append(f'<tr><td class="l">{_e(d.get("variant"))}</td><td class="l">{_e(metric)}</td>'
                    f'<td>{_cell(d.get("baseline"))}</td><td>{_cell(d.get("value"))}</td>'
                    f'<td>{_cell(d.get("delta"))}</td><td>{_cell(d.get("delta_pct"))}</td>'
-                   f'<td>{_cell(d.get("noise"))}</td><td class="l {cls}">{_e(word)}</td></tr>')
+                   f'<td>{_cell(d.get("noise"))}</td><td class="l {cls}">{_e(word)}'
+                   + (f'<br><span class="muted">{_e(d.get("reason"))}</span>' if d.get("reason") else "")
+                   + "</td></tr>")
     out.append("</table>")
     return "".join(out)
 
@@ -122,9 +128,9 @@ def render_comparison(comparison: dict[str, Any]) -> str:
             "<h2>Variants</h2>", _variants_table(c),
             '<p class="muted">inf/s = inferences per second = requests per second x batch size.</p>',
             "<h2>Against the baseline</h2>", _deltas(c),
-            '<p class="muted">A delta within the noise (the spread of per-second percentiles the runs '
-            "show, or how finely the stages located a saturation point) or within the stage tolerance "
-            "is reported as no measurable difference.</p>",
+            '<p class="muted">A delta within the noise (how finely the stages located a saturation point, '
+            "the spread of per-second percentiles the runs show, how far a percentile of that many requests "
+            "moves by chance) or within the stage tolerance is reported as no measurable difference.</p>",
             "<h2>Rate and latency by offered rate</h2>", _charts(c),
             "<h2>Latency at the same offered rate</h2>", _common(c), _steps(c)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -80,11 +80,11 @@ def _generator_limited(r: dict[str, Any], first: int | None, saturated: bool) ->
 
 
 def _ips(r: dict[str, Any], rps: float | None) -> str:
-    """' requests/s = N inferences/s (batch B)' when a request carries a batch of inferences."""
+    """' = N inferences/s at batch B' after a rate in requests/s, when a request carries a batch."""
     batch = as_int(section(r, "target").get("batch_size"))
     if rps is None or batch is None or batch <= 1:
         return ""
-    return f" (requests/s) = {fmt_num(rps * batch)} inferences/s (batch {batch})"
+    return f" = {fmt_num(rps * batch)} inferences/s at batch {batch}"
 
 
 def verdict(r: dict[str, Any]) -> Verdict:

@@ -36,7 +36,7 @@ def test_batch_sweep_multiplies_inference_capacity_not_request_capacity(testbed,
     assert res4["target"]["batch_size"] == 4
     assert res4["stages"][0]["achieved_ips"] == pytest.approx(4 * res4["stages"][0]["achieved_rps"], abs=0.01)
     assert "achieved_ips" in (out / "batch4" / "stages.csv").read_text().splitlines()[0]
-    assert "= 120 inferences/s (batch 4)" in run.stdout  # the run's headline says which unit
+    assert "Saturation point: 30 rps = 120 inferences/s at batch 4" in run.stdout  # the run's headline says which unit
     html = (out / "comparison.html").read_text()
     assert "batch4" in html and "<script" not in html
     # a run compared with itself: no measurable difference, exit 0
