@@ -59,6 +59,7 @@ def summary_lines(c: dict[str, Any]) -> list[str]:
         word = d.get("verdict")
         change = "" if word in (NO_DIFFERENCE, "unknown") else f" ({fmt_num(d.get('delta_pct'))}%)"
         out.append(f"  {d['variant']} vs {c.get('baseline')}: {d['metric']}: {word}{change}")
+    out += [f"  note: {n}" for n in c.get("notes") or []]
     return out
 
 

@@ -175,8 +175,9 @@ def run_sweep(a: argparse.Namespace, base_args: list[str], extra: list[str],
             interrupted = True
             break
         code, took = _run_variant(p, extra)
-        done.append((p.planned_s, took))
         has_results = (p.directory / "results.json").is_file()
+        if has_results:  # a variant that failed at once says nothing about how long the others take
+            done.append((p.planned_s, took))
         if has_results:
             reason = {0: None, 1: "a threshold failed", 130: "interrupted: results cover the run until then"}.get(
                 code, f"exit code {code}")
@@ -195,8 +196,16 @@ def run_sweep(a: argparse.Namespace, base_args: list[str], extra: list[str],
     (root / "sweep.json").write_bytes(orjson.dumps({"schema": SWEEP_SCHEMA, "baseline": plan.baseline,
                                                     "variants": records}, option=orjson.OPT_INDENT_2))
     runs = runs_of_sweep(root, records)
-    if len(runs) >= 2:
-        comparison = compare(runs, plan.baseline, allow_different_targets=True)
+    if len(runs) < 2:
+        print("sweep: fewer than two variants ran, nothing to compare", file=out)
+    else:
+        baseline = plan.baseline
+        if baseline is not None and not any(r.name == baseline and r.results is not None for r in runs):
+            baseline = None  # it failed: the load was sent, so compare the rest rather than stop here
+        comparison = compare(runs, baseline, allow_different_targets=True)
+        if baseline != plan.baseline:
+            comparison["notes"].append(f"baseline {plan.baseline} left no results; compared against "
+                                       f"{comparison['baseline']} instead")
         paths = write_comparison(comparison, root)
         for line in summary_lines(comparison):
             print(line, file=out)

@@ -104,3 +104,19 @@ def test_experiment_file_size_cap(tmp_path) -> None:
         build_plan([], [], str(f), KNOWN)
     with pytest.raises(ConfigError, match="experiment file"):
         build_plan([], [], str(tmp_path / "missing.yaml"), KNOWN)
+
+
+def test_time_left_scales_the_plan_by_what_finished_variants_took() -> None:
+    from pathlib import Path
+
+    from seldon_load.experiment.plan import Variant
+    from seldon_load.experiment.sweep import Planned, eta_s, fmt_duration
+
+    planned = [Planned(Variant(f"v{i}", {}), Path("."), 20.0) for i in range(4)]
+    assert eta_s(planned, [], 0) == 80
+    assert eta_s(planned, [(20.0, 30.0)], 1) == 90  # the first took 1.5x its plan
+    assert eta_s(planned, [(20.0, 30.0)] * 4, 4) == 0
+    unplanned = [Planned(Variant("a", {}), Path("."), None), Planned(Variant("b", {}), Path("."), None)]
+    assert eta_s(unplanned, [], 0) is None
+    assert eta_s(unplanned, [(None, 42.0)], 1) == 42
+    assert fmt_duration(None) == "unknown" and fmt_duration(75) == "1m15s" and fmt_duration(9.6) == "10s"
