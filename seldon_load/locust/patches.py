@@ -55,6 +55,16 @@ def quit_once(runner) -> None:
     runner.quit = quit_once_
 
 
+# ---- runner state ---------------------------------------------------------------------------
+def mark_unstarted_test_stopped(runner) -> None:
+    """A master whose shape ends at its first tick (the web UI's preflight failed) stays in INIT,
+    because ``MasterRunner.stop`` ignores that state, and Locust's web UI shows INIT as the start
+    form: the Saturation tab that says why nothing ran would stay hidden. Mark it stopped, as a
+    local runner's ``stop`` does (nothing was spawned, so there is nothing to stop)."""
+    if isinstance(runner, locust.runners.MasterRunner) and runner.state == locust.runners.STATE_INIT:
+        runner.update_state(locust.runners.STATE_STOPPED)
+
+
 # ---- the request event's fire ---------------------------------------------------------------
 def scrub_failures(environment, secrets: list[str]) -> None:
     """Failure messages (what a server answered) go to Locust's statistics, console and web UI:

@@ -9,6 +9,7 @@ import gevent
 from locust import LoadTestShape
 
 from seldon_load.errors import SeldonLoadError
+from seldon_load.locust import patches
 from seldon_load.locust.session import Session
 from seldon_load.settings import check_results_dir
 from seldon_load.users import OIPUser, OpenLoopUser, ProcessState
@@ -43,6 +44,8 @@ class SeldonLoadShape(LoadTestShape):
             except SeldonLoadError as exc:
                 session.start_error = str(exc)
                 log.error("%s", exc)
+                if session.environment.web_ui is not None:
+                    patches.mark_unstarted_test_stopped(self.runner)
                 return None
         controller = session.controller
         answer = controller.tick()

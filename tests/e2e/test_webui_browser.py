@@ -150,10 +150,11 @@ def test_form_start_fills_the_tab_and_new_start_runs_a_second_test(testbed, tmp_
         assert stage["failures"] == 0
 
 
-def test_a_target_down_at_start_is_named_in_the_tab_then_the_forms_host_runs(testbed, tmp_path, page):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_target_down_at_start_is_named_in_the_tab_then_the_forms_host_runs(testbed, tmp_path, page, workers):
     dead = f"http://127.0.0.1:{free_port()}"
     results = tmp_path / "res"
-    with web_ui(dead, results) as base:
+    with web_ui(dead, results, "--workers", str(workers)) as base:
         page.goto(base + "/")
         fill_and_start(page, stages="30:0s:2s")
         rows = wait_for("the preflight failure in the tab", lambda: tab_rows(base), timeout_s=20)
@@ -170,6 +171,7 @@ def test_a_target_down_at_start_is_named_in_the_tab_then_the_forms_host_runs(tes
         got = wait_for("results against the form's host", lambda: results_json(results), timeout_s=45)
         assert got["target"]["host"] == testbed.rest_url
         assert got["stages"][0]["requests"] > 0 and got["stages"][0]["failures"] == 0
+        assert got["workers"] == workers
 
 
 class _CrossSite(http.server.BaseHTTPRequestHandler):

@@ -132,3 +132,24 @@ def test_extend_stats_uses_locusts_bucketing_and_statsentry_fields():
     assert entry.total_content_length == 60
     assert entry.min_response_time == 1.0 and entry.max_response_time == 1234.5
     assert sum(entry.response_times.values()) == 3
+
+
+def test_a_master_stop_in_init_does_nothing_so_an_unstarted_test_is_marked_stopped():
+    from locust.runners import STATE_INIT, STATE_STOPPED
+
+    src = inspect.getsource(MasterRunner.stop)
+    assert "if self.state not in [STATE_INIT, STATE_STOPPED, STATE_STOPPING]" in src  # why the patch exists
+    env = Environment(user_classes=[_Quiet])
+    runner = env.create_master_runner("127.0.0.1", 0)
+    try:
+        runner.update_state(STATE_INIT)
+        runner.stop()
+        assert runner.state == STATE_INIT
+        patches.mark_unstarted_test_stopped(runner)
+        assert runner.state == STATE_STOPPED
+    finally:
+        runner.quit()
+    local = _local_env().runner
+    before = local.state
+    patches.mark_unstarted_test_stopped(local)  # a local runner's stop already does it
+    assert local.state == before
