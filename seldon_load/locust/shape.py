@@ -22,18 +22,18 @@ FINALS_WAIT_S = 0.9  # the shape's own short-step wait for the final reports (Lo
 class SeldonLoadShape(LoadTestShape):
     """Drives every seldon-load test: open-loop stages/auto search, or closed-loop users."""
 
-    def reset_time(self) -> None:
-        """Locust calls this when a test starts (also a second one from the web UI): the next
-        tick builds a new controller from the options as they are now (the form's values)."""
-        super().reset_time()
-        runner = getattr(self, "runner", None)
-        session: Session | None = getattr(runner.environment, "seldon_load", None) if runner else None
-        if session is not None:
-            session.controller = None
-            session.start_error = None
+    _run: object = None  # the Locust shape greenlet of the current test
 
     def tick(self):
         session: Session = self.runner.environment.seldon_load
+        run = gevent.getcurrent()
+        if run is not self._run:
+            # Locust runs each test's shape in a greenlet of its own (a second test from the web
+            # UI, New then Start, is a new one): the new test gets a new controller built from the
+            # options as they are now (the form's values)
+            self._run = run
+            session.controller = None
+            session.start_error = None
         if session.controller is None or session.controller.done:
             if session.controller is not None and session.controller.done:
                 return None

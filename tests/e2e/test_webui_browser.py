@@ -239,3 +239,21 @@ def test_locusts_form_works_behind_the_web_login(testbed, tmp_path, page):
         fill_and_start(page, stages="20:0s:2s")
         got = wait_for("results of a test started after login", lambda: results_json(results), timeout_s=45)
         assert got["stages"][0]["target_rps"] == 20 and got["stages"][0]["requests"] > 0
+
+
+def test_a_second_test_on_a_worker_runs_with_the_forms_new_values(testbed, tmp_path, page):
+    """The master publishes a test's plan before it spawns (and so before the workers load the
+    form's values): a worker that ran the first test must not start the second with the old ones."""
+    results = tmp_path / "res"
+    with web_ui(testbed.rest_url, results, "--workers", "1") as base:
+        page.goto(base + "/")
+        fill_and_start(page, model="synth-1ms", stages="20:0s:2s")
+        first = wait_for("the first test's results", lambda: results_json(results), timeout_s=45)
+        assert first["stages"][0]["latency_ms"]["p50"] < 15
+        (results / "results.json").unlink()
+        page.get_by_role("button", name="New").click()
+        fill_and_start(page, model="synth-20ms", stages="20:0s:2s")
+        second = wait_for("the second test's results", lambda: results_json(results), timeout_s=45)
+        stage = second["stages"][0]
+        assert second["target"]["name"] == "synth-20ms" and stage["requests"] > 0 and stage["failures"] == 0
+        assert stage["latency_ms"]["p50"] >= 20  # the worker called synth-20ms, not the first test's model
