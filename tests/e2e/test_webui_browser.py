@@ -257,3 +257,14 @@ def test_a_second_test_on_a_worker_runs_with_the_forms_new_values(testbed, tmp_p
         stage = second["stages"][0]
         assert second["target"]["name"] == "synth-20ms" and stage["requests"] > 0 and stage["failures"] == 0
         assert stage["latency_ms"]["p50"] >= 20  # the worker called synth-20ms, not the first test's model
+
+
+def test_a_name_given_with_web_allowed_host_serves_the_form(testbed, tmp_path, page):
+    results = tmp_path / "res"
+    with web_ui(testbed.rest_url, results, "--web-allowed-host", REBOUND_NAME) as base:
+        port = base.rsplit(":", 1)[1]
+        page.goto(f"http://{REBOUND_NAME}:{port}/")  # the browser's Host and Origin use this name
+        fill_and_start(page, stages="20:0s:2s")
+        got = wait_for("results of a test started under the allowed name", lambda: results_json(results),
+                       timeout_s=45)
+        assert got["stages"][0]["requests"] > 0
