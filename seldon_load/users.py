@@ -83,7 +83,7 @@ class ProcessState:
         if self.autostart and self.settings.open_loop and self.engine is None and not self.engine_done:
             # a worker with a share runs it whether or not Locust gave it the OpenLoopUser:
             # in the second Locust re-balances users for a worker that joined late it may have none
-            OpenLoopUser._start_engine(self)
+            OpenLoopUser.start_engine(self)
 
     def use_settings(self, settings: Settings) -> None:
         """New settings (the web UI form changed them): a new client and payload on next use."""
@@ -236,11 +236,11 @@ class OpenLoopUser(User):
     def run_schedule(self) -> None:
         st = state_of(self.environment)
         if st is not None and st.engine is None and not st.engine_done:
-            self._start_engine(st)
+            self.start_engine(st)
         gevent.sleep(0.5)
 
     @staticmethod
-    def _start_engine(st: ProcessState) -> None:
+    def start_engine(st: ProcessState) -> None:
         """The engine runs in its own greenlet, so Locust moving this user between workers
         (it rebalances when workers join) does not interrupt the schedule."""
         # Everything alive now (Locust, gevent, numpy, our modules) lives as long as the
