@@ -129,6 +129,9 @@ def add_arguments(parser) -> None:
                    help="Prometheus endpoint scraped at stage boundaries, repeatable")
     g.add_argument("--prometheus-url", default="", include_in_web_ui=False,
                    help="Prometheus server (query API) instead of scraping endpoints")
+    g.add_argument("--web-allowed-host", action="append", default=[], include_in_web_ui=False,
+                   help="Web UI: a Host name (NAME or NAME:PORT) it also answers to, besides its own "
+                        "address; repeatable (a proxy or DNS name in front of it)")
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:

@@ -108,8 +108,10 @@ def _opener() -> urllib.request.OpenerDirector:
 
 def _request(opener, url: str, form: dict | None = None) -> tuple[int, str, bytes]:
     data = urllib.parse.urlencode(form).encode() if form is not None else None
+    parts = urllib.parse.urlsplit(url)  # a POST from the UI's own page carries its origin
+    headers = {"Origin": f"{parts.scheme}://{parts.netloc}"} if data is not None else {}
     try:
-        with opener.open(urllib.request.Request(url, data=data), timeout=10) as r:
+        with opener.open(urllib.request.Request(url, data=data, headers=headers), timeout=10) as r:
             return r.status, r.headers.get("Content-Type", ""), r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type", ""), e.read()
