@@ -371,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="testbed + saturation tests over REST, gRPC and a pipeline (~3 min)")
     demo.add_argument("--results", default="results/demo")
     demo.add_argument("--workers", type=int, default=2)
+    from seldon_load import k8s
+
+    k8s.add_parser(sub)
     return p
 
 
@@ -394,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "testbed":
             return cmd_testbed(args)
+        if args.command == "k8s":
+            from seldon_load.k8s import cmd_k8s
+
+            return cmd_k8s(args, argv)
         return cmd_demo(args)
     except SeldonLoadError as exc:
         sys.stderr.write(f"seldon-load: error: {exc}\n")
