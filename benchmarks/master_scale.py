@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out)
         doc = json.loads(out.read_text()) if out.is_file() else {}
         doc["master_scale"] = summary
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        out.write_text(json.dumps(doc, indent=1))  # the layout of docs/performance-data.json
     print("| workers | master CPU, busiest hold (cores) | max 1 s | CPU per report (µs) | verdict lag max (s) "
           "| heartbeat p99 (ms) | workers lost | 50 % headroom |")
     print("|---|---|---|---|---|---|---|---|")
