@@ -187,3 +187,18 @@ def test_every_kustomization_uses_only_rendered_fields() -> None:
     assert len(dirs) == 4  # base, two overlays, the results reader
     for d in dirs:
         assert k8s.build(d)
+
+
+def test_every_render_option_is_documented() -> None:
+    import argparse
+    import re
+
+    doc = (ROOT / "docs" / "reference" / "options.md").read_text()
+    section = doc[doc.index("## `seldon-load k8s render`"):]
+    sub = argparse.ArgumentParser().add_subparsers()
+    k8s.add_parser(sub)
+    render = sub.choices["k8s"]._subparsers._group_actions[0].choices["render"]
+    flags = [f for a in render._actions for f in a.option_strings if f.startswith("--") and f != "--help"]
+    assert len(flags) == 11
+    for flag in flags:
+        assert re.search(rf"`{re.escape(flag)}[` ]", section), f"k8s render {flag} is not documented"
