@@ -15,6 +15,8 @@ import json
 import os
 import re
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,12 @@ pytestmark = pytest.mark.e2e
 WORKERS = 2
 RENDER = ["k8s", "render", "--variant", "headless-job", "--workers", str(WORKERS), "--model", "synth-5ms",
           "--stages", "20:1s:5s", "--set", "expect-workers-max-wait=60"]
+RENDER_WEB_UI = ["k8s", "render", "--variant", "web-ui", "--workers", str(WORKERS), "--model", "synth-5ms"]
 _SCRUB = ("LOCUST_", "TESTBED_", "MLSERVER_")
 
 
-def rendered(capsys: pytest.CaptureFixture[str]) -> dict[tuple[str, str], dict]:
-    assert main(RENDER) == 0
+def rendered(capsys: pytest.CaptureFixture[str], argv: list[str] = RENDER) -> dict[tuple[str, str], dict]:
+    assert main(argv) == 0
     return {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(capsys.readouterr().out)}
 
 
@@ -102,5 +105,49 @@ def test_rendered_headless_job_runs_a_distributed_test(testbed, tmp_path: Path,
         assert stage["target_rps"] == 20 and stage["requests"] > 0
         assert stage["scheduled"] == stage["requests"] + stage["dropped"]
         assert (tmp_path / "results" / "latest" / "report.html").is_file()
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.timeout(180)
+def test_rendered_web_ui_master_serves_the_ui_and_takes_its_workers(testbed, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The web-ui variant: its master Deployment's command serves the UI on the port the Service and the
+    readiness probe name, and the worker Deployment's pods connect to it through the Service's name."""
+    objects = rendered(capsys, RENDER_WEB_UI)
+    master_spec = objects[("Deployment", "seldon-load-master")]["spec"]["template"]["spec"]
+    [master_c] = master_spec["containers"]
+    [worker_c] = objects[("Deployment", "seldon-load-worker")]["spec"]["template"]["spec"]["containers"]
+    service = objects[("Service", "seldon-load-master")]["spec"]["ports"]
+    web_port = {p["name"]: p["port"] for p in service}["web-ui"]
+    assert master_c["readinessProbe"]["tcpSocket"]["port"] == web_port
+    local = dict(zip([p["port"] for p in service], free_ports(len(service)), strict=True))
+    tr = Translation(ports={**local, 80: testbed.config.http_port}, paths={"/app/": f"{ROOT}/", "/results": str(tmp_path)},
+                     hosts=("seldon-load-master", "seldon-mesh.seldon-mesh", "0.0.0.0"))
+    # Locust serves its UI on 8089 by default; here on the free port that stands for it
+    tr.extra_env["master"] = {**tr.extra_env["master"], "LOCUST_WEB_PORT": str(local[web_port])}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    base["PATH"] = f"{BIN}{os.pathsep}{base.get('PATH', '')}"
+    procs = Procs(tmp_path)
+    try:
+        for name, container, copies in (("master", master_c, 1), ("worker", worker_c, WORKERS)):
+            argv = tr.argv([str(c) for c in container["command"]])
+            env = tr.env(name, container_env(container, objects))
+            check_translated(argv + list(env.values()))
+            assert name != "master" or env["LOCUST_HEADLESS"] == "false"
+            for i in range(copies):
+                procs.start(f"{name}-{i}", argv, {**base, **env})
+        url = f"http://127.0.0.1:{local[web_port]}/worker-count"
+        deadline, count = time.monotonic() + 90, None
+        while time.monotonic() < deadline and count != WORKERS:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    count = json.loads(r.read())["worker_count"]
+            except OSError:
+                pass
+            for name, p in procs.started:
+                assert p.poll() is None, f"{name} exited with {p.returncode}\n{procs.logs()}"
+            time.sleep(0.5)
+        assert count == WORKERS, f"web UI says {count} workers\n{procs.logs()}"
     finally:
         procs.stop_all()
