@@ -287,6 +287,7 @@ def options_from_args(a: argparse.Namespace) -> RenderOptions:
         if not eq or not name.strip():
             raise ConfigError(f"--set {item!r}: give OPTION=VALUE")
         options[option_variable(name)] = value
+    _check_test_options(a)
     if a.host is not None:
         options["LOCUST_HOST"] = a.host
     if a.pipeline is not None:
@@ -298,6 +299,20 @@ def options_from_args(a: argparse.Namespace) -> RenderOptions:
         options["LOCUST_STAGES"] = a.stages
     return RenderOptions(variant=a.variant, workers=a.workers, image=a.image, namespace=a.namespace,
                          options=options, avoid_pods=list(a.avoid_pods_with), results_size=a.results_size)
+
+
+def _check_test_options(a: argparse.Namespace) -> None:
+    """What would make the master exit 2 in the cluster fails here instead, with the same line."""
+    from seldon_load.load.plan import parse_stages
+    from seldon_load.oip.target import parse_target
+
+    if a.model is not None and a.pipeline is not None:
+        raise ConfigError("give exactly one of --model NAME or --pipeline NAME")
+    if a.host is not None or a.model is not None or a.pipeline is not None:
+        model = None if a.pipeline is not None else (a.model if a.model is not None else "iris")
+        parse_target(a.host if a.host is not None else "http://seldon-mesh.seldon-mesh:80", model, a.pipeline)
+    if a.stages is not None:
+        parse_stages(a.stages)
 
 
 def cmd_k8s(a: argparse.Namespace, argv: list[str] | None = None) -> int:

@@ -147,6 +147,9 @@ def test_cli_prints_yaml_for_kubectl(capsys: pytest.CaptureFixture[str]) -> None
     (["--set", "slo-p99"], "OPTION=VALUE"),
     (["--results-size", "lots"], "--results-size"),
     (["--avoid-pods-with", "bad key=x"], "--avoid-pods-with"),
+    (["--stages", "fast"], "stage"),
+    (["--host", "ftp://x"], "ftp"),
+    (["--model", "iris", "--pipeline", "chain"], "exactly one"),
 ])
 def test_bad_options_end_with_one_line_and_code_2(argv: list[str], message: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
