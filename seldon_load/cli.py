@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--no-ingress", action="store_true",
                       help="send to MLServer directly instead of through the testbed's Envoy ingress")
+    from seldon_load import k8s
+
+    k8s.add_parser(sub)
     return p
 
 
@@ -211,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "testbed":
             return cmd_testbed(args)
+        if args.command == "k8s":
+            from seldon_load.k8s import cmd_k8s
+
+            return cmd_k8s(args, argv)
         return cmd_demo(args)
     except SeldonLoadError as exc:
         sys.stderr.write(f"seldon-load: error: {exc}\n")
