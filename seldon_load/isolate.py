@@ -128,7 +128,7 @@ def summary_lines(section: dict[str, Any], isolated: dict[str, dict]) -> list[st
 
 
 def _pipeline_of(args: argparse.Namespace) -> Any:
-    from seldon_load.analyze.pipeline_spec import read_pipelines
+    from seldon_load.pipelines import read_pipelines
 
     if not getattr(args, "pipeline_spec", None):
         raise ConfigError("--isolate-steps needs --pipeline-spec FILE (which models are the steps)")

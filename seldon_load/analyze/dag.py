@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seldon_load.analyze.pipeline_spec import PIPELINE, Pipeline
 from seldon_load.errors import ConfigError
+from seldon_load.pipelines import PIPELINE, Pipeline
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ def _is_yaml(fn) -> bool:
 def test_the_yaml_loader_used_for_specs_is_safe():
     import yaml
 
-    from seldon_load.analyze import pipeline_spec
+    from seldon_load.pipelines import spec as pipeline_spec
 
     assert issubclass(pipeline_spec._Loader, yaml.SafeLoader)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from seldon_load import cli
-from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.errors import ConfigError
 from seldon_load.oip.payload import load_request_file
+from seldon_load.pipelines import read_pipelines
 
 HOST = "http://127.0.0.1:9"  # nothing may be sent; nothing listens there either
 SECRET = "s3cr3t-T0ken-value"

@@ -16,8 +16,8 @@ from seldon_load.analyze.dag import (
     pipeline_capacity,
     stage_hops,
 )
-from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.errors import ConfigError
+from seldon_load.pipelines import read_pipelines
 
 PIPELINES_DIR = pathlib.Path(__file__).parents[2] / "seldon_load" / "testbed" / "pipelines"
 LINEAR = read_pipelines(PIPELINES_DIR / "linear.yaml")[0]

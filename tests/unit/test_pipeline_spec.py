@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seldon_load.analyze.pipeline_spec import PIPELINE, Pipeline, TensorRef, read_pipelines
 from seldon_load.errors import ConfigError
+from seldon_load.pipelines import PIPELINE, Pipeline, TensorRef, read_pipelines
 
 PIPELINES_DIR = pathlib.Path(__file__).parents[2] / "seldon_load" / "testbed" / "pipelines"
 
