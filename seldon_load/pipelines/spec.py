@@ -39,6 +39,7 @@ PIPELINE = "pipeline"
 JOIN_TYPES = ("inner", "outer", "any")
 STEP_FIELDS = ("name", "inputs", "tensorMap", "triggers", "inputsJoinType", "joinType",
                "triggersJoinType", "joinWindowMs", "batch")
+MAX_NAME_CHARS = 253  # Kubernetes resource names (models and pipelines are resources)
 _MAX_LIST_DEPTH = 8
 _MAX_STEPS = 500  # per pipeline: checks are quadratic in steps; Seldon's examples have under 10
 _MAX_HINT_CHARS = 64
@@ -227,6 +228,9 @@ def _build(res: dict[str, Any], origin: str) -> Pipeline:
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name.strip():
         _fail(origin, _line(meta) or line, None, None, "Pipeline has no metadata.name")
+    if len(name) > MAX_NAME_CHARS:
+        _fail(origin, _line(meta) or line, name, None,
+              f"metadata.name may have at most {MAX_NAME_CHARS} characters (a Kubernetes resource name)")
     namespace = meta.get("namespace")
     spec = res.get("spec")
     if not isinstance(spec, dict):
@@ -275,6 +279,8 @@ def _build_step(raw: object, index: int, pipeline: str, origin: str, spec_line: 
 
     if name != name.strip() or "." in name or any(c.isspace() for c in name):
         fail("a step name may not contain dots or spaces")
+    if len(name) > MAX_NAME_CHARS:
+        fail(f"a step name may have at most {MAX_NAME_CHARS} characters (a Kubernetes resource name)")
     if name in (PIPELINE, pipeline):
         fail(f"a step may not be named {shown(name)} (that name refers to the pipeline's inputs)")
     for key in raw:
