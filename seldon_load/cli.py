@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from seldon_load.errors import SeldonLoadError
+from seldon_load.errors import ConfigError, SeldonLoadError
+from seldon_load.safe_text import MAX_MESSAGE_CHARS, clip, printable
 
 LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
 
@@ -39,7 +41,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad option ends with one line (and exit code 2), not the whole usage."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {clip(message, MAX_MESSAGE_CHARS)} (see {self.prog} --help)\n")
 
 
 def _free_port() -> int:
@@ -116,8 +118,6 @@ def locust_args(a: argparse.Namespace, plugin: _PluginOptions | None = None) -> 
 
 def check_run_options(a: argparse.Namespace) -> None:
     """What only `seldon-load run` knows (its own options); the rest is checked by ``validate``."""
-    from seldon_load.errors import ConfigError
-
     if a.users is not None and a.users < 1:
         raise ConfigError(f"--users must be >= 1 (got {a.users})")
     if a.workers < 0:
@@ -144,6 +144,32 @@ def validate(args: list[str]) -> None:
     check_results_dir(settings.results_dir)
 
 
+_WILDCARDS = ("", "*", "0.0.0.0", "::")
+
+
+def master_bind(extra: list[str]) -> tuple[str | None, int | None]:
+    """``--master-bind-host``/``--master-bind-port`` given after ``--`` (None for each not given).
+
+    Parsed by Locust's own parser (abbreviations, ``=`` forms and LOCUST_* variables alike), so
+    `run` honours what the master will see instead of replacing it; a port out of range is bad input.
+    """
+    import argparse as _argparse
+
+    from locust.argument_parser import get_parser
+
+    parser = get_parser(default_config_files=[])
+    parser.exit_on_error = False
+    parser.set_defaults(master_bind_host=None, master_bind_port=None)
+    try:
+        opts, _ = parser.parse_known_args(["-f", LOCUSTFILE, *extra])
+    except _argparse.ArgumentError as exc:
+        raise ConfigError(f"after --: {exc}") from None
+    port = opts.master_bind_port
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"--master-bind-port after -- must be between 1 and 65535 (got {port})")
+    return opts.master_bind_host, port
+
+
 class Processes:
     """Children started by `run`; all of them are ended on the way out, whatever happens."""
 
@@ -157,16 +183,38 @@ class Processes:
         return p
 
     def stop_all(self, grace_s: float = 10.0) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                _signal(p, signal.SIGTERM)
-        deadline = time.time() + grace_s
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
+        """SIGTERM, ``grace_s`` to end, then SIGKILL; another Ctrl-C meanwhile cuts the grace short
+        (it never leaves a child running: the kill phase ignores SIGINT)."""
+        try:
+            for p in self.procs:
+                if p.poll() is None:
+                    _signal(p, signal.SIGTERM)
+            deadline = time.time() + grace_s
+            for p in self.procs:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._kill_the_rest()
+
+    def _kill_the_rest(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for p in self.procs:
+                if p.poll() is None:
+                    _signal(p, signal.SIGKILL)
+            for p in self.procs:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _default_sigint() -> None:
@@ -249,15 +297,19 @@ def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = 
         if workers <= 0:
             master = procs.start(py + largs + mode + extra, stop_with_parent=True)
         else:
-            port = _free_port()
-            master = procs.start(py + largs + mode + extra + [
-                "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                "--expect-workers", str(workers), "--expect-workers-max-wait", "60"], stop_with_parent=True)
+            bind_host, bind_port = master_bind(extra)  # given after --: honoured, not replaced
+            port = bind_port or _free_port()
+            own = (["--master-bind-host", "127.0.0.1"] if bind_host is None else []) + \
+                  (["--master-bind-port", str(port)] if bind_port is None else [])
+            master = procs.start(py + largs + mode + extra + ["--master", *own, "--expect-workers", str(workers),
+                                                                "--expect-workers-max-wait", "60"],
+                                 stop_with_parent=True)
+            connect = "127.0.0.1" if bind_host is None or bind_host in _WILDCARDS else bind_host
             for i in range(workers):
                 log_path = Path(results_dir) / f"worker-{i}.log"
                 fh = open(log_path, "w")  # noqa: SIM115 (closed below)
                 logs.append(fh)
-                procs.start(py + ["-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1",
+                procs.start(py + ["-f", LOCUSTFILE, "--worker", "--master-host", connect,
                                   "--master-port", str(port)],
                             stdout=fh if quiet_workers else None, stderr=subprocess.STDOUT if quiet_workers else None)
         try:
@@ -281,6 +333,7 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
     check_run_options(a)
     largs = locust_args(a, a._plugin)
     validate(largs)
+    master_bind(extra)
     if a.isolate_steps:
         from seldon_load.isolate import run_isolated
 
@@ -290,15 +343,12 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_report(a: argparse.Namespace) -> int:
     from seldon_load.report.console import summary_text
-    from seldon_load.report.rebuild import rebuild
+    from seldon_load.report.rebuild import load_results, rebuild
 
     paths = rebuild(a.dir)
-    import orjson
-
-    results = orjson.loads(Path(a.dir, "results.json").read_bytes())
-    print(summary_text(results))
+    print(summary_text(load_results(a.dir)))
     for p in paths:
-        print(f"wrote {p}")
+        print(f"wrote {printable(p)}")
     return 0
 
 
@@ -385,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             _Terminated.signal = None
             previous = {sig: signal.signal(sig, _Terminated.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            # Ctrl-C (or kill -INT) stops the run also where SIGINT came ignored (a background job
+            # of a script): Python would leave it ignored, and the master and workers running
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 return cmd_run(args, extra)
             finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from seldon_load.errors import ConfigError
+from seldon_load.safe_text import printable
 
 DEFAULT_RESULTS = "results/latest"
 STEPS_DIR = "steps"
@@ -45,14 +46,14 @@ def run_isolated(args: argparse.Namespace, largs: list[str], extra: list[str]) -
     codes: list[int] = []
     isolated: dict[str, dict] = {}
     for i, (model, step_largs, out) in enumerate(step_runs, 1):
-        print(f"[seldon-load] isolated step {i}/{len(step_runs)}: model {model} -> {out}/", flush=True)
+        print(f"[seldon-load] isolated step {i}/{len(step_runs)}: model {model} -> {printable(out)}/", flush=True)
         code = cli.run_locust(step_largs, args.workers, str(out), extra=extra)
         codes.append(code)
         if code in (2, _INTERRUPTED):
             print(f"[seldon-load] isolated test of {model} ended with exit code {code}; stopping", flush=True)
             return code
         isolated[model] = step_capacity(out, results_dir, code)
-    print(f"[seldon-load] pipeline {pipeline.name} -> {results_dir}/", flush=True)
+    print(f"[seldon-load] pipeline {pipeline.name} -> {printable(results_dir)}/", flush=True)
     code = cli.run_locust(largs, args.workers, str(results_dir), extra=extra)
     codes.append(code)
     if code in (2, _INTERRUPTED):

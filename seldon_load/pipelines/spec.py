@@ -277,8 +277,8 @@ def _build_step(raw: object, index: int, pipeline: str, origin: str, spec_line: 
     def fail(msg: str) -> NoReturn:
         _fail(origin, line, pipeline, name, msg)
 
-    if name != name.strip() or "." in name or any(c.isspace() for c in name):
-        fail("a step name may not contain dots or spaces")
+    if name != name.strip() or "." in name or not name.isprintable() or any(c.isspace() for c in name):
+        fail("a step name may not contain dots, spaces or control characters")
     if len(name) > MAX_NAME_CHARS:
         fail(f"a step name may have at most {MAX_NAME_CHARS} characters (a Kubernetes resource name)")
     if name in (PIPELINE, pipeline):
