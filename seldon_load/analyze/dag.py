@@ -70,11 +70,6 @@ def bottleneck(capacities_rps: dict[str, float]) -> tuple[str, float]:
     return step, float(capacities_rps[step])
 
 
-def pipeline_capacity(capacities_rps: dict[str, float]) -> float:
-    """Max pipeline throughput: every request passes every step, so the lowest capacity."""
-    return bottleneck(capacities_rps)[1]
-
-
 def depth(pipeline: Pipeline) -> int:
     """Steps on the longest chain (a linear pipeline of n steps has depth n)."""
     return 1 + max(layer for layer, _ in layout(pipeline).values())

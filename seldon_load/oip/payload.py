@@ -133,12 +133,6 @@ class PayloadPool:
     def __len__(self) -> int:
         return len(self.items)
 
-    @property
-    def body_bytes(self) -> int:
-        """Size of the first variant's body, for reports."""
-        first = self.items[0]
-        return len(first.body if isinstance(first, EncodedRequest) else first)
-
 
 def encode_for(
     target: Target, req: InferRequest, binary: bool = False, raw_grpc: bool = True

@@ -72,10 +72,6 @@ class TensorRef:
             raise ConfigError(f"malformed reference {shown(text)}: a step cannot read the pipeline's own outputs")
         return cls(step, kind, parts[2] if len(parts) == 3 else None)  # type: ignore[arg-type]
 
-    @property
-    def is_pipeline_input(self) -> bool:
-        return self.step == PIPELINE
-
     def __str__(self) -> str:
         return f"{self.step}.{self.kind}" + (f".{self.tensor}" if self.tensor else "")
 
@@ -118,10 +114,6 @@ class Pipeline:
         """Steps that ``step`` reads from or is triggered by (the pipeline's inputs excluded)."""
         return {r.step for r in self.steps[step].refs() if r.step != PIPELINE}
 
-    def consumers(self, step: str) -> set[str]:
-        """Steps that read from or are triggered by ``step``."""
-        return {name for name in self.steps if step in self.dependencies(name)}
-
     def topological_order(self) -> list[str]:
         """Steps so that each comes after its dependencies; ties keep spec order."""
         order: list[str] = []
@@ -133,10 +125,6 @@ class Pipeline:
             order.extend(ready)
             placed.update(ready)
         return order
-
-    def sources(self) -> list[str]:
-        """Steps fed only by the pipeline's inputs, in spec order."""
-        return [s for s in self.steps if not self.dependencies(s)]
 
     def sinks(self) -> list[str]:
         """The output steps, in ``spec.output.steps`` order."""
