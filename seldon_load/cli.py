@@ -142,6 +142,10 @@ def validate(args: list[str]) -> None:
     opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
     settings = Settings.from_options(opts)
     check_results_dir(settings.results_dir)
+    if settings.pipeline_spec:  # bounded (size, nodes, depth): cheap to read twice, clearer here
+        from seldon_load.pipelines import read_pipelines
+
+        read_pipelines(settings.pipeline_spec)
 
 
 _WILDCARDS = ("", "*", "0.0.0.0", "::")

@@ -339,3 +339,13 @@ def test_every_error_message_is_one_bounded_printable_line():
     err = ConfigError("x" * 10**6 + "\n\x1b[2J")
     text = str(err)
     assert len(text) < 2100 and text.isprintable() and "more characters" in text
+
+
+def test_a_pipeline_spec_is_read_before_locust_starts(no_load, capsys, tmp_path: Path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + f"\n{SPEC_HEAD}  - name: a\n    inputs: *l8\n")
+    code, err = run_cli(["--host", HOST, *S, "--pipeline-spec", str(bomb)], capsys)
+    assert code == 2
+    assert "more than 50000 YAML nodes" in one_line(err)
