@@ -269,7 +269,7 @@ def check_results_dir(path: str) -> None:
         raise ConfigError(f"--results {shown(path)}: {shown(str(probe))} is not writable")
 
 
-def _check_file(path: str, what: str, limit: int) -> str:
+def _check_file(path: str, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str:
     """The path, if it names a readable regular file of at most ``limit`` bytes (checked unread)."""
     if not path:
         return path
