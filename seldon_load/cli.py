@@ -217,7 +217,7 @@ class Processes:
                 except subprocess.TimeoutExpired:
                     pass
         finally:
-            if main:
+            if main and previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
 
@@ -446,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_run(args, extra)
             finally:
                 for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+                    if handler is not None:  # None: set outside Python, nothing to restore
+                        signal.signal(sig, handler)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "testbed":
