@@ -119,3 +119,20 @@ def test_a_results_path_with_control_characters_is_escaped_on_the_console(testbe
     assert "\x1b" not in text
     assert not any(line.startswith(forged) for line in text.splitlines())
     assert f"\\n{forged}\\x1b[2J/" in text  # the path is shown, escaped
+
+
+def test_a_yaml_alias_bomb_spec_is_one_line_and_exit_2_at_once(tmp_path):
+    """The command as users run it: before the bounded loader this spec held it for minutes and
+    gigabytes (every level multiplies the work by 9) while it built an error message."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 12)]
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text("\n".join(lines) + "\napiVersion: mlops.seldon.io/v1alpha1\nkind: Pipeline\n"
+                    "metadata: {name: p}\nspec:\n  steps:\n  - name: a\n    inputs: *l11\n")
+    cmd = [sys.executable, "-m", "seldon_load.cli", "run", "--host", "http://127.0.0.1:9", "--pipeline", "p",
+           "--stages", "10:0s:1s", "--pipeline-spec", str(spec), "--results", str(tmp_path / "out")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines_out = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines_out) == 1 and "more than 50000 YAML nodes" in lines_out[0], p.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # refused before Locust started
