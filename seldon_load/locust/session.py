@@ -236,7 +236,7 @@ class Session:
         s = self.settings
         if not s.pipeline_spec:
             return None
-        from seldon_load.analyze.pipeline_spec import read_pipelines
+        from seldon_load.pipelines import read_pipelines
 
         pipes = read_pipelines(s.pipeline_spec)
         if s.target.kind == "pipeline":

@@ -234,9 +234,11 @@ def _is_yaml(fn) -> bool:
 def test_the_yaml_loader_used_for_specs_is_safe():
     import yaml
 
-    from seldon_load.analyze import pipeline_spec
+    from seldon_load import safe_yaml
+    from seldon_load.pipelines import spec
 
-    assert issubclass(pipeline_spec._Loader, yaml.SafeLoader)
+    assert issubclass(safe_yaml.BoundedSafeLoader, yaml.SafeLoader)
+    assert spec.load_all is safe_yaml.load_all
 
 
 # ---- TLS: a custom CA and client certificates, for REST and gRPC targets, end to end
