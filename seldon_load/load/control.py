@@ -200,13 +200,11 @@ class Controller:
         self.publish()
 
     def _confirm(self, win: StageWindow, verdict: Verdict) -> bool:
-        """Re-run a stage that failed on errors, once, unless it fell behind with only
-        load-related failures (then it measured capacity)."""
+        """Re-run a stage that failed on errors (load-related or not), once: errors from a
+        moment of trouble (a restart, a model warming up) must not move the bracket."""
         if verdict.sustained or not (verdict.fault or verdict.errors):
             return False
-        if win.index in self.reruns or win.index in self.reruns.values():
-            return False
-        return verdict.fault or not verdict.fell_behind
+        return win.index not in self.reruns and win.index not in self.reruns.values()
 
     def _await_ready(self, el: float) -> None:
         """After the pause, probe the target each tick; re-run the stage once it is ready."""

@@ -26,6 +26,7 @@ import psutil
 
 import seldon_load
 from seldon_load.errors import ConfigError, TargetError
+from seldon_load.testbed.faulty import FAULTY_MODELS, faulty_settings
 from seldon_load.testbed.sklearn_model import write_iris_model
 
 PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
@@ -51,7 +52,7 @@ SYNTH_MODELS: dict[str, tuple[float, str, int]] = {
 IRIS_MODEL = "iris"
 # pipeline name -> spec file in PIPELINES_DIR
 PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml", "slow-branch": "slow-branch.yaml"}
-MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, IRIS_MODEL, *PIPELINES)
+MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, *FAULTY_MODELS, IRIS_MODEL, *PIPELINES)
 
 
 @dataclass
@@ -266,6 +267,8 @@ class Testbed:
             _write_json(
                 repo / name / "model-settings.json", _synth_settings(name, service_time_ms, mode, n_inputs)
             )
+        for name in FAULTY_MODELS:  # models that fail on purpose (testbed/faulty.py)
+            _write_json(repo / name / "model-settings.json", faulty_settings(name))
         write_iris_model(repo / IRIS_MODEL)
         for name, spec_file in PIPELINES.items():
             spec_path = PIPELINES_DIR / spec_file

@@ -51,15 +51,21 @@ def test_an_outage_stage_is_rerun_after_the_target_is_ready_and_the_capacity_is_
     assert c.plan.stages[3].ramp_start_s >= probes[-1] - 100
 
 
-def test_a_stage_failing_on_load_errors_with_capacity_evidence_is_not_rerun():
+def test_a_stage_failing_on_load_errors_is_confirmed_once_and_the_rerun_decides():
+    judged = []
+
     def judge(win):
+        judged.append(win.target_rps)
         ok = win.target_rps <= 55
         return Verdict(True, ok, throughput_rps=None if ok else 55.0, fell_behind=not ok, errors=not ok,
                        message=None if ok else "timeout x 9")
 
     c, clock = controller(judge)
     run(c, clock)
-    assert c.reruns == {} and c.search.lo <= 55 < c.search.hi
+    assert judged[:5] == [10, 20, 40, 80, 80] and c.reruns[3] == 4
+    rates = [w.target_rps for w in c.plan.stages]
+    assert all(rates[a] == rates[b] for a, b in c.reruns.items())  # each failing rate once more, no more
+    assert c.search.lo <= 55 < c.search.hi and [r for r, _ in c.search.history].count(80) == 1
 
 
 def test_a_load_error_stage_that_kept_up_is_confirmed_once():
