@@ -74,13 +74,19 @@ def fell_behind(row: dict, criteria: Criteria) -> bool:
 
     Unlike a stage that kept up but broke the SLO or failed requests, such a stage was at or
     above capacity, so the saturation search may narrow towards its throughput."""
-    if _short_of_rate(row.get("achieved_rps"), row.get("target_rps"), criteria):
+    duration = (row.get("end_s") or 0) - (row.get("start_s") or 0)
+    if _short_of_rate(row.get("achieved_rps"), row.get("target_rps"), criteria, duration or None):
         return True
     return _queue_growing(row.get("latency_trend"), row.get("latency_trend_delta_ms"), criteria)
 
 
-def _short_of_rate(achieved_rps: float | None, target_rps: float | None, criteria: Criteria) -> bool:
-    return bool(target_rps) and achieved_rps is not None and achieved_rps < criteria.min_achieved_ratio * target_rps
+def _short_of_rate(achieved_rps: float | None, target_rps: float | None, criteria: Criteria,
+                   duration_s: float | None = None) -> bool:
+    """Fewer answers than the ratio asks, by more than one whole arrival in the window (at 0.5 rps
+    a 4 s window answers 2 of the 2.5 a rate asks for, which is no shortfall)."""
+    slack = 1.0 / duration_s if duration_s else 0.0
+    return (bool(target_rps) and achieved_rps is not None
+            and achieved_rps < criteria.min_achieved_ratio * target_rps - slack)
 
 
 def _queue_growing(trend: float | None, delta_ms: float | None, criteria: Criteria) -> bool:
@@ -169,7 +175,7 @@ def _measure(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool, 
     if s.scheduled == 0:
         reasons.append("no requests in the measured window")
     if open_loop and win.target_rps > 0 and s.scheduled:
-        if _short_of_rate(s.achieved_rps, win.target_rps, criteria):
+        if _short_of_rate(s.achieved_rps, win.target_rps, criteria, s.duration_s):
             reasons.append(f"achieved {s.achieved_rps:.1f} rps < {criteria.min_achieved_ratio:.0%} of {win.target_rps:g} rps")
     if s.scheduled:
         bad = (s.failures + s.dropped) / s.scheduled
