@@ -58,7 +58,7 @@ def saturation(rows: list[dict], criteria: Criteria) -> dict:
         out["inconclusive_reason"] = "closed-loop test: no offered rate to judge"
         return out
     out["max_tested_rps"] = max(r["target_rps"] for r in open_rows)
-    empty = [r for r in open_rows if not r.get("scheduled")]
+    empty = [r for r in open_rows if not r.get("scheduled") and not r.get("partial")]  # live: none back yet
     open_rows = [r for r in open_rows if r.get("scheduled") and r.get("rerun_as") is None]
     if not open_rows:
         out["inconclusive_reason"] = "no requests were measured in any stage"

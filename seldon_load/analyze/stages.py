@@ -187,6 +187,8 @@ def _measure(agg, win: StageWindow, names, criteria: Criteria, open_loop: bool, 
         reasons.append(f"p99 {lat['p99']:.1f} ms > SLO {criteria.slo_p99_ms:g} ms")
     row["sustained"] = not reasons and not gen_reasons if open_loop else None
     row["reasons"] = gen_reasons + reasons
+    if partial and s.scheduled == 0:  # live: every request of the window is still out (overload)
+        row["sustained"], row["reasons"] = None, ["no answers yet"]
     row["fault"] = None
     return row, s.error_examples
 
