@@ -184,3 +184,12 @@ def test_auto_verdict_quotes_the_error_and_flags_faults():
     agg, plan = synth([Stage(100, 1, 4)], lambda t: "timeout" if int(t * 100) % 10 == 0 else None)
     v = auto_verdict(agg, plan.stages, {NAME}, Criteria(settle_s=1))
     assert v.errors and not v.fault and not v.all_failed and v.message.startswith("timeout x")
+
+
+def test_the_verdict_modules_need_neither_locust_nor_gevent():
+    import subprocess
+    import sys
+
+    code = ("import sys, seldon_load.analyze.judge, seldon_load.analyze.results, seldon_load.report.console; "
+            "bad = [m for m in ('locust', 'gevent') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
