@@ -149,11 +149,10 @@ def _target_fault(r: dict[str, Any], sat: dict[str, Any]) -> Verdict | None:
     tf = section(sat, "target_fault")
     if not tf or not (reason or not any(s.get("sustained") is True for s in items(r, "stages"))):
         return None
-    v = Verdict("fault", f"TARGET FAULT: {sat.get('inconclusive_reason') or reason or tf.get('kind')}")
+    why = str(sat.get("inconclusive_reason") or reason or tf.get("kind"))
+    v = Verdict("fault", f"TARGET FAULT: {why.removeprefix('target fault: ')}")
     v.details.append("The target failed for reasons other than load (down, refusing, misconfigured, or an error "
                      "at every rate): this run measured no capacity. Fix the target and run again.")
-    if reason:
-        v.details.append(f"Run failed: {reason}.")
     v.details += _notes(r)
     return v
 
@@ -227,7 +226,8 @@ def summary_text(results: dict[str, Any], width: int = 100) -> str:
     if stages:
         lines += _stage_rows(stages, width)
     v = verdict(r)
-    lines.append(("!! " if v.level == "generator" else "") + v.headline)
+    head = ("!! " if v.level in ("generator", "fault") else "") + v.headline
+    lines += textwrap.wrap(_ascii(head), max(width, 20), subsequent_indent="    ")  # the verdict is never cut
     for d in v.details:  # wrapped, not cut: these lines are the point of the summary
         lines += textwrap.wrap(_ascii(d), max(width, 20), initial_indent="  ", subsequent_indent="    ")
     p = section(r, "pipeline")
