@@ -163,7 +163,7 @@ class Session:
         probe = ProcessState(self.environment, self.settings, "probe")
         try:
             probe.preflight()
-        except SeldonLoadError as exc:
+        except (SeldonLoadError, OSError) as exc:
             return scrub(str(exc), self.settings.secrets)
         finally:
             probe.close()
