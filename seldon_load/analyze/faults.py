@@ -51,8 +51,9 @@ def kind_class(kind: str, examples: list[str] | None = None) -> str:
 
 
 def _lowest(rows: list[dict]) -> dict | None:
-    """The measured stage with the lowest load (target rate, else users, else the first)."""
-    measured = [r for r in rows if r.get("scheduled")]
+    """The measured stage with the lowest load (target rate, else users, else the first); a stage
+    run again to confirm it gives way to its re-run."""
+    measured = [r for r in rows if r.get("scheduled") and r.get("rerun_as") is None]
     if not measured:
         return None
     return min(measured, key=lambda r: (r.get("target_rps") or r.get("users") or 0, r.get("index", 0)))

@@ -210,12 +210,12 @@ def stage_table(agg, stages: list[StageWindow], names, criteria: Criteria, open_
         row, ex = _measure(agg, win, names, criteria, open_loop, until_s if live else None, workers_timeline)
         rows.append(row)
         examples[row["index"]] = ex
-    mark_faults(rows, examples, criteria)
     by_index = {r["index"]: r for r in rows}
     for first, again in (reruns or {}).items():
         if first in by_index and again in by_index:
             by_index[first]["rerun_as"] = again
             by_index[again]["rerun_of"] = first
+    mark_faults(rows, examples, criteria)
     return rows
 
 

@@ -193,3 +193,14 @@ def test_the_verdict_modules_need_neither_locust_nor_gevent():
     code = ("import sys, seldon_load.analyze.judge, seldon_load.analyze.results, seldon_load.report.console; "
             "bad = [m for m in ('locust', 'gevent') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_500_only_while_warming_up_is_not_a_fault_once_the_rerun_was_clean():
+    stages = [Stage(10, 1, 4), Stage(10, 1, 4), Stage(20, 1, 4)]
+    agg, plan = synth(stages, lambda t: "http_500" if t < 4 else None)
+    rows = stage_table(agg, plan.stages, {NAME}, Criteria(settle_s=1), reruns={0: 1})
+    assert rows[0]["rerun_as"] == 1 and rows[0]["fault"] is None and rows[0]["sustained"] is False
+    sat = saturation(rows, Criteria(settle_s=1))
+    assert sat["inconclusive_reason"] is None and sat["saturated"] is False and sat["max_tested_rps"] == 20
+    rows = stage_table(agg, plan.stages, {NAME}, Criteria(settle_s=1))  # without the re-run: a fault
+    assert rows[0]["fault"]["kind"] == "http_500"
