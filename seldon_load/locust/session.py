@@ -16,7 +16,6 @@ import gevent
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from seldon_load.analyze.results import build_results
-from seldon_load.analyze.stages import fell_behind, sending_limits, stage_row
 from seldon_load.errors import ConfigError, SeldonLoadError
 from seldon_load.load.control import Controller, ControllerConfig, Verdict
 from seldon_load.locust.messages import FlushMessage, PlanMessage
@@ -100,7 +99,7 @@ class Session:
                                spawn_rate=s.spawn_rate, run_time_s=s.run_time_s,
                                verdict_delay_s=2.5 if self.is_master else 1.5,
                                drain_timeout_s=s.drain_timeout_s)
-        self.controller = Controller(cfg, LocustChannel(self), judge=self.judge)
+        self.controller = Controller(cfg, LocustChannel(self), judge=self.judge, probe=self.probe)
         if not self.is_master:
             self._start_drainer()
         self.snapshots = []
@@ -138,16 +137,22 @@ class Session:
         return {self.settings.request_name} if self.settings else None
 
     def judge(self, win) -> Verdict:
-        row = stage_row(self.aggregate, win, self.names(), self.settings.criteria, open_loop=True)
-        # The auto search's capacity estimate: completions a second (by completion time; by send
-        # time an overloaded stage counts its offered rate) less the share that failed. Not if the
-        # generator lagged or ran out of CPU (its own limit then). Its "offered only" reason does
-        # not count here: at verdict time an overloaded stage still has requests out.
-        answered, good = row["requests"], None
-        if answered and not sending_limits(row["send_lag_ms"]["p99"], row["cpu_percent_max"], self.settings.criteria):
-            good = row["achieved_rps"] * row["ok"] / answered
-        return Verdict(ready=True, sustained=bool(row["sustained"]), throughput_rps=good,
-                       fell_behind=fell_behind(row, self.settings.criteria))
+        from seldon_load.analyze.judge import auto_verdict
+
+        c = self.controller
+        return auto_verdict(self.aggregate, c.plan.stages[: win.index + 1], self.names(), self.settings.criteria,
+                            c.workers_timeline)
+
+    def probe(self) -> str | None:
+        """None when the target is ready again (the pre-flight check), else why not."""
+        probe = ProcessState(self.environment, self.settings, "probe")
+        try:
+            probe.preflight()
+        except (SeldonLoadError, OSError) as exc:
+            return scrub(str(exc), self.settings.secrets)
+        finally:
+            probe.close()
+        return None
 
     def _start_drainer(self) -> None:
         if self._drainer is None or self._drainer.dead:
@@ -218,7 +223,7 @@ class Session:
             mode=s.mode, workers=max((w["workers"] for w in c.workers_timeline), default=1) if self.is_master else 0,
             workers_timeline=c.workers_timeline, max_failure_ratio=s.max_failure_ratio,
             min_saturation_rps=s.min_saturation_rps,
-            notes=[*c.notes, *([c.stop_reason] if c.stop_reason else [])], pipeline=pipeline,
+            notes=[*c.notes, *([c.stop_reason] if c.stop_reason else [])], pipeline=pipeline, reruns=c.reruns,
         )
         # a server may echo a header or a URL password in its error messages: never write them
         self.results = scrub(self.results, s.secrets)

@@ -32,14 +32,16 @@ COLUMNS = [
 
 
 def live_rows(session) -> list[dict]:
-    from seldon_load.analyze.saturation import saturation
+    from seldon_load.analyze.judge import live_headline
     from seldon_load.analyze.stages import stage_table
+    from seldon_load.settings import scrub
 
     c = session.controller
     if c is None or c.t0 is None or session.settings is None:
         return []
     rows = stage_table(session.aggregate, c.plan.stages, session.names(), session.settings.criteria,
-                       session.settings.open_loop, until_s=c.elapsed(), live=True)
+                       session.settings.open_loop, until_s=c.elapsed(), live=True,
+                       workers_timeline=c.workers_timeline, reruns=c.reruns)
     out = []
     for r in rows:
         verdict = {True: "sustained", False: "NOT sustained", None: "-"}[r.get("sustained")]
@@ -49,16 +51,9 @@ def live_rows(session) -> list[dict]:
             "stage": str(r["index"]), "target_rps": r["target_rps"] if r["target_rps"] is not None else "-",
             "achieved_rps": _r(r["achieved_rps"]), "p50_ms": _r(r["latency_ms"].get("p50")),
             "p99_ms": _r(r["latency_ms"].get("p99")), "failures": r["failures"], "dropped": r["dropped"],
-            "verdict": verdict, "reasons": "; ".join(r["reasons"]),
+            "verdict": verdict, "reasons": scrub("; ".join(r["reasons"]), session.settings.secrets),
         })
-    sat = saturation(rows, session.settings.criteria)
-    if sat.get("inconclusive_reason") and session.settings.open_loop:
-        text = f"INCONCLUSIVE: {sat['inconclusive_reason']}"
-    elif sat.get("saturated"):
-        text = (f"saturation point {sat['max_sustainable_rps']} rps; recommended {sat['recommended_rps']} rps"
-                if sat.get("max_sustainable_rps") else "saturated at the first stage")
-    else:
-        text = "not saturated so far"
+    text = scrub(live_headline(rows, session.settings.criteria, session.settings.open_loop), session.settings.secrets)
     out.append({"stage": "verdict", "target_rps": "", "achieved_rps": "", "p50_ms": "", "p99_ms": "",
                 "failures": "", "dropped": "", "verdict": text, "reasons": ""})
     return out
