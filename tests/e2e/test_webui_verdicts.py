@@ -84,14 +84,15 @@ def test_live_tab_during_an_overloaded_stage_says_saturated_not_generator(testbe
     assert final[-1]["stage"] == "verdict" and final[-1]["verdict"].startswith("saturation point 30"), final[-1]
 
 
-def test_live_tab_for_a_target_refusing_every_connection_says_target_fault(tmp_path):
+def test_live_tab_for_a_target_refusing_every_connection_names_it_not_saturation(tmp_path):
+    # the web UI's start runs the CLI's pre-flight: a target refusing connections is named at once,
+    # nothing is sent, and the tab never calls it saturation
     host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
     def judged(rows):
-        first = _stage(rows, 0)
-        return first is not None and first["failures"] and rows[-1]["verdict"].startswith("TARGET FAULT")
+        return bool(rows) and rows[0]["stage"] == "preflight" and "refused" in rows[0]["reasons"]
 
     seen = _live_rows(host, "10:0s:8s", tmp_path, judged, timeout_s=40)
     assert seen and judged(seen[-1]), seen[-1:]
-    assert all("saturated at the first stage" not in r["verdict"] for rows in seen for r in rows)
-    assert "connection_refused" in seen[-1][-1]["verdict"]
+    assert seen[-1][0]["verdict"].startswith("NOT STARTED")
+    assert all("saturat" not in r["verdict"] for rows in seen for r in rows)
