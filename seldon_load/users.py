@@ -95,7 +95,7 @@ class ProcessState:
             s = self.settings
             pool = max(64, s.users if not s.open_loop else min(s.max_in_flight, 256))
             self._client = make_client(s.target, headers=s.headers, timeout_s=s.timeout_s,
-                                       tls=_tls(s), pool_size=pool)
+                                       tls=_tls(s), pool_size=pool, max_response_bytes=s.max_response_bytes)
             if hasattr(self._client, "defer_reads"):
                 self.batcher = ReadBatcher(get_hub())
                 self._client.defer_reads(self.batcher)

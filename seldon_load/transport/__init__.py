@@ -9,13 +9,12 @@ from seldon_load.oip.target import Target
 
 def make_client(target: Target, **kwargs: Any) -> Any:
     """A RestClient or GrpcClient for the target's protocol (both take ``headers``,
-    ``timeout_s``, ``connect_timeout_s``, ``pool_size``, ``tls``, ``validate``); the gRPC-only
-    ``channels`` and ``max_message_bytes`` are ignored for REST."""
+    ``timeout_s``, ``connect_timeout_s``, ``pool_size``, ``tls``, ``validate`` and
+    ``max_response_bytes``); the gRPC-only ``channels`` is ignored for REST."""
     if target.protocol == "rest":
         from seldon_load.transport.rest import RestClient
 
         kwargs.pop("channels", None)
-        kwargs.pop("max_message_bytes", None)
         return RestClient(target, **kwargs)
     from seldon_load.transport.grpc import GrpcClient
 
