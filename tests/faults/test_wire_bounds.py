@@ -23,7 +23,7 @@ pytestmark = pytest.mark.faults
 
 FAST = ["--drain-timeout", "2s", "--settle", "0s"]
 MARGIN_S = 20.0  # process start-up, pre-flight, report writing on a busy 2-core machine
-RSS_BOUND_BYTES = 400 * 2**20
+RSS_BOUND_BYTES = 256 * 2**20  # measured: 75 MiB (slow stream), 94 MiB (flood, 8 MiB bound)
 
 
 def examples(res: dict, kind: str) -> list[str]:
@@ -50,6 +50,7 @@ def test_an_endless_answer_ends_at_the_timeout_with_bounded_memory(bad_server, b
         time.sleep(0.2)
     elapsed = time.monotonic() - run.started
     res = check_run(run.finish(), stages)
+    print(f"{mode}: run {elapsed:.1f} s, peak worker RSS {peak / 2**20:.0f} MiB")
     assert elapsed < 4 + timeout_s + 2 + MARGIN_S, elapsed  # stages + timeout + drain + margin
     assert 0 < peak < RSS_BOUND_BYTES, peak
     kinds = error_kinds(res)
