@@ -21,6 +21,8 @@ nothing allocated) says the head is not complete yet; malformed input raises
 
 from __future__ import annotations
 
+import re
+
 MAX_HEAD_BYTES = 64 * 1024
 CHUNKED = -1  # Head.length: the body is chunked
 TO_CLOSE = -2  # Head.length: no framing, the body ends with the connection
@@ -35,6 +37,7 @@ _TRANSFER_ENCODING = b"\r\ntransfer-encoding"
 _CONNECTION = b"\r\nconnection:"
 _HEADER_LENGTH = b"\r\ninference-header-content-length:"
 _MAX_LENGTH_DIGITS = 18
+_FOLD = re.compile(rb"\r\n[ \t]").search  # obs-fold: a line that continues the one before
 
 
 class HTTPProtocolError(Exception):
@@ -112,12 +115,13 @@ def parse_head(buf: bytes | bytearray, have: int | None = None) -> Head | NeedMo
         if status >= 200:
             break
         # an interim answer (e.g. 100 Continue): the real one follows
-    if b"\r\n " in head or b"\r\n\t" in head:
+    # (find and one regex search: cheaper here than ``in``, which these heads run slowly)
+    if _FOLD(head) is not None:
         raise HTTPProtocolError("obsolete line folding in the response head")
     low = head.lower()
-    header_length = _value(low, head, _HEADER_LENGTH) if b"inference-" in low else None
+    header_length = _value(low, head, _HEADER_LENGTH) if low.find(b"inference-") >= 0 else None
     keep_alive = head[7] == 49 and (status < 400 or status in _KEEP_AFTER)  # 49: b"1"
-    if _CONNECTION in low:
+    if low.find(_CONNECTION) >= 0:
         connection = _value(low, head, _CONNECTION)
         keep_alive = keep_alive and not (connection is not None and "close" in connection.lower())
     length: int | None = None
@@ -131,7 +135,7 @@ def parse_head(buf: bytes | bytearray, have: int | None = None) -> Head | NeedMo
             length = int(text)  # the common case: one plain value
         else:
             length = _content_length(low, head)
-    if _TRANSFER_ENCODING in low:
+    if low.find(_TRANSFER_ENCODING) >= 0:
         _check_transfer_encoding(low, head)
         if length is not None:
             raise HTTPProtocolError("both Transfer-Encoding and Content-Length in the answer")
