@@ -22,13 +22,13 @@ from locust import stats as locust_stats
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 
 from seldon_load.errors import SeldonLoadError
+from seldon_load.load.batcher import ReadBatcher
 from seldon_load.load.engine import OpenLoopEngine, WorkerSchedule
 from seldon_load.load.plan import RatePlan
 from seldon_load.measure.recorder import Recorder
 from seldon_load.oip.payload import build_payload_pool
 from seldon_load.settings import Settings
 from seldon_load.transport import make_client
-from seldon_load.transport.deferred import ReadBatcher
 from seldon_load.transport.outcome import Outcome
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import _socket
 import errno
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from greenlet import getcurrent
 
-from seldon_load.transport.deferred import ANC_BYTES, enable_rx_stamps, rx_stamp
 from seldon_load.transport.head import (
     CHUNKED,
     NEED_MORE,
@@ -26,6 +25,7 @@ from seldon_load.transport.head import (
     TooLarge,
     parse_head,
 )
+from seldon_load.transport.rxstamp import ANC_BYTES, enable_rx_stamps, rx_stamp
 
 BUFFER_BYTES = 64 * 1024  # per connection, reused for every answer that fits
 
@@ -40,6 +40,26 @@ class ConnectionClosed(ConnectionResetError):
 
 class NeedMoreData(Exception):
     """An inline answer is not complete yet: read on when the socket is readable again."""
+
+
+class AnswerParking(Protocol):
+    """What the REST client's connections and inline path need from the reader of answers
+    at the load loop's wake-ups (``load.batcher.ReadBatcher``; its engine side is
+    ``load.inline``)."""
+
+    active: bool  # an engine runs and will tick
+    direct: bool  # wake-ups read a few inline sockets without checking the others
+    inline: dict[int, tuple[Any, Any, Any]]  # fd -> (client, conn, token) of each inline request
+
+    def watch(self, fd: int, owner: Any = None) -> None: ...
+
+    def forget(self, fd: int) -> None: ...
+
+    def parking(self) -> bool: ...
+
+    def park(self, fd: int) -> bool: ...
+
+    def hand_over(self, token: Any, fn: Any, *args: Any) -> None: ...
 
 
 class Conn:
@@ -70,12 +90,13 @@ class PlainConn(Conn):
     write watcher made once, so a wait costs no allocation and the first read after a request
     waits for readability instead of failing with EAGAIN. Received data carries the kernel's
     receive time (``rx_at``); with a ``ReadBatcher`` the wait for an answer is parked until
-    the load loop's next wake-up (transport.deferred)."""
+    the load loop's next wake-up (``AnswerParking``)."""
 
     __slots__ = ("_hub", "_read", "_write", "_timeout", "_sent", "fd", "_batcher", "_stamps",
                  "nowait", "have", "idle_since")
 
-    def __init__(self, sock: Any, hub: Any, timeout_s: float, batcher: Any = None, owner: Any = None) -> None:
+    def __init__(self, sock: Any, hub: Any, timeout_s: float, batcher: AnswerParking | None = None,
+                 owner: Any = None) -> None:
         super().__init__(sock)
         loop = hub.loop
         self._hub = hub

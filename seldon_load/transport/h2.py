@@ -32,7 +32,6 @@ from greenlet import getcurrent
 
 from seldon_load.transport import hpack
 from seldon_load.transport.connect import ConnectTimeout, open_socket
-from seldon_load.transport.deferred import ANC_BYTES, enable_rx_stamps, rx_stamp
 from seldon_load.transport.grpc_status import CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE
 from seldon_load.transport.h2frames import (
     CONTINUATION,
@@ -56,6 +55,7 @@ from seldon_load.transport.h2frames import (
     Stream,
     frame,
 )
+from seldon_load.transport.rxstamp import ANC_BYTES, enable_rx_stamps, rx_stamp
 
 _RECV_BYTES = 256 * 1024
 

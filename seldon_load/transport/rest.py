@@ -25,7 +25,6 @@ import itertools
 import re
 import secrets
 from time import perf_counter
-from typing import Any
 
 import gevent
 from gevent.hub import get_hub
@@ -38,7 +37,7 @@ from seldon_load.oip.target import Target
 from seldon_load.oip.types import EncodedRequest
 from seldon_load.transport import outcome as oc
 from seldon_load.transport.connect import ConnectTimeout, open_socket, reason
-from seldon_load.transport.h1conn import Conn, ConnectionClosed, PlainConn, read_answer
+from seldon_load.transport.h1conn import AnswerParking, Conn, ConnectionClosed, PlainConn, read_answer
 from seldon_load.transport.head import Head, HTTPProtocolError
 from seldon_load.transport.outcome import Outcome
 from seldon_load.transport.pool import Pool, PoolClosed
@@ -119,11 +118,11 @@ class RestClient(InlineCalls, ControlCalls):
         self._infer_start = self._start("POST", target.infer_path)
         self._extra: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._prebuilt: dict[int, tuple[EncodedRequest, bytes, bytes | None]] = {}
-        self._batcher: Any = None  # a transport.deferred.ReadBatcher once defer_reads is called
+        self._batcher: AnswerParking | None = None  # once defer_reads is called
         self._checker = json_codec.ResponseChecker()
 
-    def defer_reads(self, batcher: Any) -> None:
-        """Park answer waits on ``batcher`` (a transport.deferred.ReadBatcher) from now on."""
+    def defer_reads(self, batcher: AnswerParking) -> None:
+        """Park answer waits on ``batcher`` (a load.batcher.ReadBatcher) from now on."""
         self._batcher = batcher
 
     def _start(self, method: str, path: str) -> bytes:

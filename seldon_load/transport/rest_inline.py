@@ -14,10 +14,10 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from seldon_load.oip.types import EncodedRequest
-from seldon_load.transport.deferred import ANC_BYTES, rx_stamp
 from seldon_load.transport.h1conn import BUFFER_BYTES, ConnectionClosed, NeedMoreData, PlainConn, read_answer
 from seldon_load.transport.head import HTTPProtocolError
 from seldon_load.transport.outcome import Outcome
+from seldon_load.transport.rxstamp import ANC_BYTES, rx_stamp
 
 if TYPE_CHECKING:
     from seldon_load.transport.rest import RestClient

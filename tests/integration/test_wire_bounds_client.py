@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from gevent.hub import get_hub
 
+from seldon_load.load.batcher import ReadBatcher
 from seldon_load.load.engine import OpenLoopEngine, WorkerSchedule
 from seldon_load.load.plan import RatePlan, parse_stages
 from seldon_load.measure.recorder import Recorder
@@ -21,7 +22,6 @@ from seldon_load.oip.payload import encode_for
 from seldon_load.oip.target import parse_target
 from seldon_load.oip.types import EncodedRequest, InferRequest, Tensor
 from seldon_load.transport import outcome as oc
-from seldon_load.transport.deferred import ReadBatcher
 from seldon_load.transport.outcome import Outcome
 from seldon_load.transport.rest import RestClient
 from seldon_load.transport.tls import TlsConfig
