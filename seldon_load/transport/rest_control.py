@@ -16,8 +16,8 @@ from seldon_load.errors import OIPError, TargetError
 from seldon_load.oip import json_codec
 from seldon_load.oip.json_codec import OIPServerError, shorten
 from seldon_load.oip.types import EncodedRequest, InferResponse
-from seldon_load.transport.connect import reason
-from seldon_load.transport.head import Head, HTTPProtocolError
+from seldon_load.transport.connect import ConnectTimeout, reason
+from seldon_load.transport.head import Head, HTTPProtocolError, TooLarge
 from seldon_load.transport.pool import PoolClosed
 
 if TYPE_CHECKING:
@@ -39,8 +39,14 @@ class ControlCalls:
         try:
             answer = self._exchange(head + b"\r\n" + body, None)
         except (OSError, HTTPProtocolError, PoolClosed) as exc:
+            if isinstance(exc, TooLarge):
+                raise TargetError(f"{self.target.safe_host} sent an {exc} (--max-response-bytes)") from None
             if isinstance(exc, HTTPProtocolError):
                 raise TargetError(f"{self.target.safe_host} did not answer with valid HTTP: {exc}") from None
+            if isinstance(exc, TimeoutError) and not isinstance(exc, ConnectTimeout):
+                raise TargetError(
+                    f"no complete answer from {self.target.safe_host}: {reason(exc, self.timeout_s)}"
+                ) from None
             raise TargetError(
                 f"cannot connect to {self.target.safe_host}: {reason(exc, self.timeout_s)}"
             ) from None

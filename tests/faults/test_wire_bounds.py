@@ -74,6 +74,7 @@ def test_an_endless_metadata_answer_is_exit_2_within_the_timeout(bad_server, tmp
     assert run.code == 2, run.stderr[-2000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("seldon-load: error:")]
     assert len(errors) == 1, run.stderr[-2000:]
+    print(f"{mode}: {elapsed:.1f} s, {errors[0]}")
     assert "timed out after 2 s" in errors[0] or "answer larger than 67108864 bytes" in errors[0], errors
     assert elapsed < 2 + MARGIN_S, elapsed
     assert server.infer_count() == 0
