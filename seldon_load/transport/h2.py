@@ -10,13 +10,14 @@ GOAWAY, RST_STREAM, CONTINUATION, flow control both ways, the peer's stream limi
 * the request header block is HPACK-encoded once per client; per call only the
   ``x-request-id`` literal is appended; the gRPC message prefix and frame headers are
   packed in one ``bytes`` operation and the whole request leaves in one ``send``;
-* one reader greenlet per connection parses frames; response header blocks are decoded
-  through a cache (we advertise a zero-size HPACK table, so they repeat byte for byte);
+* one reader greenlet per connection feeds what it reads to the socket-free frame handler
+  (``transport.h2frames``: frames, windows, settings, header blocks, trailers);
 * a finished stream wakes its caller with one loop callback.
 
 Calls never raise for server or network faults: they return ``(code, message, payload)``
-with a gRPC status code (``UNAVAILABLE`` when the connection fails, ``DEADLINE_EXCEEDED``
-when ``timeout_s`` passes, ``CANCELLED`` when the client is closed).
+with a gRPC status code (``grpc_status``: ``UNAVAILABLE`` when the connection fails,
+``DEADLINE_EXCEEDED`` when ``timeout_s`` passes, ``CANCELLED`` when the client is closed,
+``TOO_LARGE`` past ``max_message_bytes``).
 """
 
 from __future__ import annotations
