@@ -192,7 +192,9 @@ class OpenLoopEngine:
     Requests run on a pool of long-lived raw greenlets: a new greenlet per request would
     cost a fresh Python frame stack (on 3.11 an mmap, page faults and an munmap per request)
     and gevent's Greenlet/Group bookkeeping. An idle worker parks in the hub and is handed
-    its next intended time by one loop callback. ``cancel`` ends the requests still out."""
+    its next intended time by one loop callback. ``cancel`` ends the requests still out.
+    With a ``batcher`` and ``start`` a request is sent from the engine's own greenlet and its
+    answer read at a later wake-up (the contract: ``load.inline``)."""
 
     def __init__(
         self,
