@@ -130,13 +130,12 @@ def parse_head(buf: bytes | bytearray, have: int | None = None) -> Head | NeedMo
         i += 16
         j = low.find(b"\r\n", i)
         text = head[i + 1 : j if j >= 0 else len(head)].strip(b" \t")
-        if (low[i] == 58 and text.isdigit() and len(text) <= _MAX_LENGTH_DIGITS  # 58: b":"
+        if (low[i : i + 1] == b":" and text.isdigit() and len(text) <= _MAX_LENGTH_DIGITS
                 and low.find(_CONTENT_LENGTH, i) < 0):
             length = int(text)  # the common case: one plain value
         else:
             length = _content_length(low, head)
-    if low.find(_TRANSFER_ENCODING) >= 0:
-        _check_transfer_encoding(low, head)
+    if low.find(_TRANSFER_ENCODING) >= 0 and _chunked(low, head):
         if length is not None:
             raise HTTPProtocolError("both Transfer-Encoding and Content-Length in the answer")
         length = CHUNKED
@@ -192,8 +191,12 @@ def _content_length(low: bytes, head: bytes) -> int | None:
     return lengths.pop()
 
 
-def _check_transfer_encoding(low: bytes, head: bytes) -> None:
+def _chunked(low: bytes, head: bytes) -> bool:
+    """True for a ``Transfer-Encoding: chunked`` field, False when there is no such field
+    (only a longer name starting the same); any other coding or list is an error."""
     values = _fields(low, head, _TRANSFER_ENCODING)
+    if not values:
+        return False
     codings = [c.strip(b" \t").lower() for v in values for c in v.split(b",")]
     codings = [c for c in codings if c]
     if not codings:
@@ -206,6 +209,7 @@ def _check_transfer_encoding(low: bytes, head: bytes) -> None:
         if other == b"chunked":
             raise HTTPProtocolError("chunked applied more than once in Transfer-Encoding")
         raise HTTPProtocolError(f"unsupported transfer coding {other[:30].decode('latin-1')!r}")
+    return True
 
 
 class ChunkedReader:

@@ -55,6 +55,10 @@ def test_interim_answers_are_skipped_and_framing_read() -> None:
     assert parse_head(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").keep_alive is True
     same = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n")
     assert same.length == 5  # identical values are one value (RFC 9112 6.3)
+    longer = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length-X: 9\r\nTransfer-Encoding-X: gzip\r\n"
+                        b"Content-Length: 4\r\n\r\n")
+    assert longer.length == 4  # names that only start like the framing headers are other headers
+    assert parse_head(b"HTTP/1.1 200 OK\r\ncontent-length\r\n\r\n").length == TO_CLOSE  # a name alone, no value
 
 
 @settings(max_examples=200, deadline=None)
@@ -110,7 +114,8 @@ def test_the_chunked_body_is_bounded() -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(data=st.binary(max_size=300), prefix=st.sampled_from([b"", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 "]))
+@given(data=st.binary(max_size=300), prefix=st.sampled_from([
+    b"", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 ", b"HTTP/1.1 200 OK\r\ncontent-length", b"HTTP/1.1 200 OK\r\nTransfer-Encoding"]))
 def test_random_bytes_raise_only_the_parsers_error(data: bytes, prefix: bytes) -> None:
     for blob in (prefix + data, prefix + data + b"\r\n\r\n"):
         try:
