@@ -67,7 +67,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--header", action="append", default=[], include_in_web_ui=False,
                    help="Extra request header, repeatable: --header 'Authorization: Bearer X'. Never logged")
     g.add_argument("--request-timeout", type=float, default=30.0, include_in_web_ui=False,
-                   help="Per-request timeout in seconds")
+                   help="Per-request timeout in seconds: bounds the whole exchange (head and body)")
+    g.add_argument("--max-response-bytes", type=int, default=64 * 2**20, include_in_web_ui=False,
+                   help="Largest answer accepted (body, or gRPC message); larger ones are invalid_response")
     g.add_argument("--pipeline-path", action="store_true", default=False, include_in_web_ui=False,
                    help="REST: call /v2/pipelines/NAME/infer instead of /v2/models/NAME/infer")
     g.add_argument("--ca-file", default="", include_in_web_ui=False, help="TLS: CA bundle for the target")
@@ -324,6 +326,7 @@ class Settings:
     binary: bool = False
     grpc_raw: bool = True
     timeout_s: float = 30.0
+    max_response_bytes: int = 64 * 2**20
     tls: dict = field(default_factory=dict)
     arrival: str = UNIFORM
     max_in_flight: int = 1000
@@ -391,6 +394,10 @@ class Settings:
         if not math.isfinite(o.request_timeout) or o.request_timeout <= 0:
             raise ConfigError("--request-timeout must be > 0")
         s.timeout_s = o.request_timeout
+        max_bytes = getattr(o, "max_response_bytes", s.max_response_bytes)
+        if not 1024 <= max_bytes <= 2**31:
+            raise ConfigError("--max-response-bytes must be between 1024 and 2147483648")
+        s.max_response_bytes = max_bytes
         s.tls = {k: _check_file(v, f"--{k.replace('_', '-')}", MAX_TLS_FILE_BYTES) for k, v in
                  (("ca_file", o.ca_file), ("cert_file", o.cert_file), ("key_file", o.key_file)) if v}
         if bool(o.cert_file) != bool(o.key_file):

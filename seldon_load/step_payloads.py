@@ -80,7 +80,7 @@ def walk_target(settings: Any, pipeline: Pipeline) -> dict[str, InferRequest]:
     pipeline's test (``settings``: its validated Settings), one request per step."""
     from seldon_load.oip.payload import encode_for
     from seldon_load.oip.target import Target
-    from seldon_load.transport import make_client
+    from seldon_load.transport.clients import make_client
     from seldon_load.transport.tls import TlsConfig
 
     tls = TlsConfig(**settings.tls) if settings.tls else None

@@ -20,14 +20,14 @@ from locust import User, constant, task
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 
 from seldon_load.errors import SeldonLoadError
+from seldon_load.load.batcher import ReadBatcher
 from seldon_load.load.engine import OpenLoopEngine, WorkerSchedule
 from seldon_load.locust import patches
 from seldon_load.locust.messages import PlanMessage
 from seldon_load.measure.recorder import Recorder
 from seldon_load.oip.payload import build_payload_pool
 from seldon_load.settings import Settings
-from seldon_load.transport import make_client
-from seldon_load.transport.deferred import ReadBatcher
+from seldon_load.transport.clients import make_client
 from seldon_load.transport.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class ProcessState:
             s = self.settings
             pool = max(64, s.users if not s.open_loop else min(s.max_in_flight, 256))
             self._client = make_client(s.target, headers=s.headers, timeout_s=s.timeout_s,
-                                       tls=_tls(s), pool_size=pool)
+                                       tls=_tls(s), pool_size=pool, max_response_bytes=s.max_response_bytes)
             if hasattr(self._client, "defer_reads"):
                 self.batcher = ReadBatcher(get_hub())
                 self._client.defer_reads(self.batcher)
