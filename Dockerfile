@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY seldon_load ./seldon_load
 COPY locustfiles ./locustfiles
+COPY deploy ./deploy
 
 # The testbed extra brings MLServer (+ sklearn runtime) for the `testbed` service.
 RUN pip install ".[testbed]" \

@@ -23,7 +23,12 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(PY)
 install: $(STAMP)
 
+# The web UI tests drive a real browser: Debian's chromium, through Playwright.
 test: $(STAMP)
+	@test -x /usr/bin/chromium || \
+		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		  echo "chromium not installed (not root or no apt-get): the web UI browser tests will fail"; }
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 unit: $(STAMP)

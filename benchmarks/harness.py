@@ -471,7 +471,6 @@ def machine_facts() -> dict[str, Any]:
     import platform
 
     import gevent
-    import geventhttpclient
     import grpc
     import locust
 
@@ -482,7 +481,6 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "locust": locust.__version__,
         "gevent": gevent.__version__,
-        "geventhttpclient": getattr(geventhttpclient, "__version__", "?"),
         "grpcio": grpc.__version__,
     }
     exe = k6_binary()

@@ -14,10 +14,18 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-from seldon_load.errors import SeldonLoadError
-from seldon_load.launcher import LOCUSTFILE, PluginOptions, Terminated, locust_args, run_locust, validate
+from seldon_load.errors import ConfigError, SeldonLoadError
+from seldon_load.launcher import (
+    LOCUSTFILE,
+    PluginOptions,
+    Terminated,
+    locust_args,
+    master_bind,
+    run_locust,
+    validate,
+)
+from seldon_load.safe_text import MAX_MESSAGE_CHARS, clip, printable
 
 __all__ = ["LOCUSTFILE", "build_parser", "locust_args", "main", "run_locust", "validate"]
 
@@ -39,7 +47,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad option ends with one line (and exit code 2), not the whole usage."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {clip(message, MAX_MESSAGE_CHARS)} (see {self.prog} --help)\n")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> PluginOptions:
@@ -65,8 +73,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> PluginOptions:
 
 def check_run_options(a: argparse.Namespace) -> None:
     """What only `seldon-load run` knows (its own options); the rest is checked by ``validate``."""
-    from seldon_load.errors import ConfigError
-
     if a.users is not None and a.users < 1:
         raise ConfigError(f"--users must be >= 1 (got {a.users})")
     if a.workers < 0:
@@ -85,6 +91,7 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
     check_run_options(a)
     largs = locust_args(a, a._plugin)
     validate(largs)
+    master_bind(extra)
     if a.isolate_steps:
         from seldon_load.isolate import run_isolated
 
@@ -94,15 +101,12 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_report(a: argparse.Namespace) -> int:
     from seldon_load.report.console import summary_text
-    from seldon_load.report.rebuild import rebuild
+    from seldon_load.report.rebuild import load_results, rebuild
 
     paths = rebuild(a.dir)
-    import orjson
-
-    results = orjson.loads(Path(a.dir, "results.json").read_bytes())
-    print(summary_text(results))
+    print(summary_text(load_results(a.dir)))
     for p in paths:
-        print(f"wrote {p}")
+        print(f"wrote {printable(p)}")
     return 0
 
 
@@ -208,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--no-ingress", action="store_true",
                       help="send to MLServer directly instead of through the testbed's Envoy ingress")
+    from seldon_load import k8s
+
+    k8s.add_parser(sub)
     return p
 
 
@@ -225,17 +232,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "sweep"):
             Terminated.signal = None
             previous = {sig: signal.signal(sig, Terminated.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            # Ctrl-C (or kill -INT) stops the run also where SIGINT came ignored (a background job
+            # of a script): Python would leave it ignored, and the master and workers running
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 return cmd_run(args, extra) if args.command == "run" else cmd_sweep(args, rest, extra)
             finally:
                 for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+                    if handler is not None:  # None: set outside Python, nothing to restore
+                        signal.signal(sig, handler)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "testbed":
             return cmd_testbed(args)
+        if args.command == "k8s":
+            from seldon_load.k8s import cmd_k8s
+
+            return cmd_k8s(args, argv)
         return cmd_demo(args)
     except SeldonLoadError as exc:
         sys.stderr.write(f"seldon-load: error: {exc}\n")

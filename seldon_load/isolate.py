@@ -25,6 +25,7 @@ from typing import Any
 
 from seldon_load import launcher
 from seldon_load.errors import ConfigError
+from seldon_load.safe_text import printable
 from seldon_load.step_payloads import (
     PAYLOAD_FILE,
     check_overrides,
@@ -60,14 +61,14 @@ def run_isolated(args: argparse.Namespace, largs: list[str], extra: list[str]) -
     codes: list[int] = []
     isolated: dict[str, dict] = {}
     for i, (model, step_largs, out) in enumerate(step_runs, 1):
-        print(f"[seldon-load] isolated step {i}/{len(step_runs)}: model {model} -> {out}/", flush=True)
+        print(f"[seldon-load] isolated step {i}/{len(step_runs)}: model {model} -> {printable(out)}/", flush=True)
         code = launcher.run_locust(step_largs, args.workers, str(out), extra=extra)
         codes.append(code)
         if code in (2, _INTERRUPTED):
             print(f"[seldon-load] isolated test of {model} ended with exit code {code}; stopping", flush=True)
             return code
         isolated[model] = {**step_capacity(out, results_dir, code), "payload": payloads[model]}
-    print(f"[seldon-load] pipeline {pipeline.name} -> {results_dir}/", flush=True)
+    print(f"[seldon-load] pipeline {pipeline.name} -> {printable(results_dir)}/", flush=True)
     code = launcher.run_locust(largs, args.workers, str(results_dir), extra=extra)
     codes.append(code)
     if code in (2, _INTERRUPTED):
@@ -145,7 +146,7 @@ def summary_lines(section: dict[str, Any], isolated: dict[str, dict]) -> list[st
 
 
 def _pipeline_of(args: argparse.Namespace) -> Any:
-    from seldon_load.analyze.pipeline_spec import read_pipelines
+    from seldon_load.pipelines import read_pipelines
 
     if not getattr(args, "pipeline_spec", None):
         raise ConfigError("--isolate-steps needs --pipeline-spec FILE (which models are the steps)")

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +92,37 @@ def validate(args: list[str]) -> Settings:
     opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
     settings = Settings.from_options(opts)
     check_results_dir(settings.results_dir)
+    if settings.pipeline_spec:  # bounded (size, nodes, depth): cheap to read twice, clearer here
+        from seldon_load.pipelines import read_pipelines
+
+        read_pipelines(settings.pipeline_spec)
     return settings
+
+
+_WILDCARDS = ("", "*", "0.0.0.0", "::")
+
+
+def master_bind(extra: list[str]) -> tuple[str | None, int | None]:
+    """``--master-bind-host``/``--master-bind-port`` given after ``--`` (None for each not given).
+
+    Parsed by Locust's own parser (abbreviations, ``=`` forms and LOCUST_* variables alike), so
+    `run` honours what the master will see instead of replacing it; a port out of range is bad input.
+    """
+    from locust.argument_parser import get_parser
+
+    from seldon_load.errors import ConfigError
+
+    parser = get_parser(default_config_files=[])
+    parser.exit_on_error = False
+    parser.set_defaults(master_bind_host=None, master_bind_port=None)
+    try:
+        opts, _ = parser.parse_known_args(["-f", LOCUSTFILE, *extra])
+    except argparse.ArgumentError as exc:
+        raise ConfigError(f"after --: {exc}") from None
+    port = opts.master_bind_port
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"--master-bind-port after -- must be between 1 and 65535 (got {port})")
+    return opts.master_bind_host, port
 
 
 class Processes:
@@ -107,16 +138,38 @@ class Processes:
         return p
 
     def stop_all(self, grace_s: float = 10.0) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                _signal(p, signal.SIGTERM)
-        deadline = time.time() + grace_s
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
+        """SIGTERM, ``grace_s`` to end, then SIGKILL; another Ctrl-C meanwhile cuts the grace short
+        (it never leaves a child running: the kill phase ignores SIGINT)."""
+        try:
+            for p in self.procs:
+                if p.poll() is None:
+                    _signal(p, signal.SIGTERM)
+            deadline = time.time() + grace_s
+            for p in self.procs:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._kill_the_rest()
+
+    def _kill_the_rest(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for p in self.procs:
+                if p.poll() is None:
+                    _signal(p, signal.SIGKILL)
+            for p in self.procs:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            if main and previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _default_sigint() -> None:
@@ -199,15 +252,19 @@ def run_locust(largs: list[str], workers: int, results_dir: str, web_ui: bool = 
         if workers <= 0:
             master = procs.start(py + largs + mode + extra, stop_with_parent=True)
         else:
-            port = _free_port()
-            master = procs.start(py + largs + mode + extra + [
-                "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                "--expect-workers", str(workers), "--expect-workers-max-wait", "60"], stop_with_parent=True)
+            bind_host, bind_port = master_bind(extra)  # given after --: honoured, not replaced
+            port = bind_port or _free_port()
+            own = (["--master-bind-host", "127.0.0.1"] if bind_host is None else []) + \
+                  (["--master-bind-port", str(port)] if bind_port is None else [])
+            master = procs.start(py + largs + mode + extra + ["--master", *own, "--expect-workers", str(workers),
+                                                                "--expect-workers-max-wait", "60"],
+                                 stop_with_parent=True)
+            connect = "127.0.0.1" if bind_host is None or bind_host in _WILDCARDS else bind_host
             for i in range(workers):
                 log_path = Path(results_dir) / f"worker-{i}.log"
                 fh = open(log_path, "w")  # noqa: SIM115 (closed below)
                 logs.append(fh)
-                procs.start(py + ["-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1",
+                procs.start(py + ["-f", LOCUSTFILE, "--worker", "--master-host", connect,
                                   "--master-port", str(port)],
                             stdout=fh if quiet_workers else None, stderr=subprocess.STDOUT if quiet_workers else None)
         try:

@@ -12,19 +12,22 @@ import math
 import os
 import re
 import ssl
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from seldon_load.analyze.stages import Criteria
 from seldon_load.errors import ConfigError
+from seldon_load.limits import MAX_PAYLOAD_BYTES, MAX_SPEC_BYTES, MiB, size_text
 from seldon_load.load.arrivals import POISSON, UNIFORM
 from seldon_load.load.auto import AutoConfig
 from seldon_load.load.plan import Stage, parse_duration, parse_stages
 from seldon_load.oip.target import Target, parse_target
+from seldon_load.safe_text import shown
 
-_HEADER = re.compile(r"^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*:\s*(.*?)\s*$")
-MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+MAX_TLS_FILE_BYTES = 16 * MiB
 # Header values and URL passwords shorter than this are not scrubbed from server echoes:
 # replacing "1" or "true" everywhere would mangle the results, and they are no secret anyway.
 MIN_SECRET_CHARS = 6
@@ -64,7 +67,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--header", action="append", default=[], include_in_web_ui=False,
                    help="Extra request header, repeatable: --header 'Authorization: Bearer X'. Never logged")
     g.add_argument("--request-timeout", type=float, default=30.0, include_in_web_ui=False,
-                   help="Per-request timeout in seconds")
+                   help="Per-request timeout in seconds: bounds the whole exchange (head and body)")
+    g.add_argument("--max-response-bytes", type=int, default=64 * 2**20, include_in_web_ui=False,
+                   help="Largest answer accepted (body, or gRPC message); larger ones are invalid_response")
     g.add_argument("--pipeline-path", action="store_true", default=False, include_in_web_ui=False,
                    help="REST: call /v2/pipelines/NAME/infer instead of /v2/models/NAME/infer")
     g.add_argument("--ca-file", default="", include_in_web_ui=False, help="TLS: CA bundle for the target")
@@ -129,19 +134,36 @@ def add_arguments(parser) -> None:
                    help="Prometheus endpoint scraped at stage boundaries, repeatable")
     g.add_argument("--prometheus-url", default="", include_in_web_ui=False,
                    help="Prometheus server (query API) instead of scraping endpoints")
+    g.add_argument("--web-allowed-host", action="append", default=[], include_in_web_ui=False,
+                   help="Web UI: a Host name (NAME or NAME:PORT) it also answers to, besides its own "
+                        "address; repeatable (a proxy or DNS name in front of it)")
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:
+    """``Name: value`` items into a dict; ConfigError saying what is wrong, never echoing any of it.
+
+    Nothing of a bad item is shown: without a colon the whole item may be the secret
+    (--header 'Bearer abc'), and a name with spaces may hold one too.
+    """
     headers: dict[str, str] = {}
     items = list(items or [])
     for i, item in enumerate(items, 1):
-        m = _HEADER.match(item)
-        if not m:
-            # Never echo any of it: without a colon the whole item may be the secret
-            # (--header 'Bearer abc'), and a name with spaces may hold one too.
-            raise ConfigError(f"invalid --header (number {i} of {len(items)}): expected 'Name: value' with a "
-                              "name of letters, digits and !#$%&'*+.^_`|~- and a one-line value")
-        headers[m.group(1).lower()] = m.group(2)
+        where = f"invalid --header (number {i} of {len(items)})"
+        name, colon, value = item.partition(":")
+        name, value = name.strip(" \t"), value.strip(" \t")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: expected 'Name: value' with a name of letters, digits and "
+                              "!#$%&'*+.^_`|~- and a one-line value")
+        bad = next((j for j, c in enumerate(value) if c in "\r\n"), None)
+        if bad is not None:
+            raise ConfigError(f"{where}: the value must be one line (a line break at character {bad + 1})")
+        bad = next((j for j, c in enumerate(value) if not c.isascii()), None)
+        if bad is not None:
+            raise ConfigError(f"{where}: header value must be ASCII (character {bad + 1} is not)")
+        bad = next((j for j, c in enumerate(value) if (c < " " and c != "\t") or c == "\x7f"), None)
+        if bad is not None:
+            raise ConfigError(f"{where}: header value must not contain control characters (character {bad + 1})")
+        headers[name.lower()] = value
     return headers
 
 
@@ -191,7 +213,7 @@ def parse_sweep(text: str) -> list[tuple[int, float]]:
         users = fields[0].strip()
         # ASCII digits only: str.isdigit() also admits '²', which int() refuses
         if len(fields) != 2 or not (users.isascii() and users.isdigit()) or int(users) < 1:
-            raise ConfigError(f"invalid sweep step {i + 1} {part.strip()!r}: expected USERS:HOLD, e.g. 4:30s")
+            raise ConfigError(f"invalid sweep step {i + 1} {shown(part.strip())}: expected USERS:HOLD, e.g. 4:30s")
         out.append((int(users), parse_duration(fields[1], f"hold of sweep step {i + 1}")))
     return out
 
@@ -201,9 +223,9 @@ def _check_url(url: str, what: str) -> str:
         p = urlparse(url)
         _ = p.port  # raises on a port out of range or not a number
     except ValueError as exc:
-        raise ConfigError(f"invalid {what} {_redact_url(url)!r}: {exc}") from None
+        raise ConfigError(f"invalid {what} {shown(_redact_url(url))}: {exc}") from None
     if p.scheme not in ("http", "https") or not p.hostname:
-        raise ConfigError(f"invalid {what} {_redact_url(url)!r}: expected http(s)://host:port/path")
+        raise ConfigError(f"invalid {what} {shown(_redact_url(url))}: expected http(s)://host:port/path")
     return url
 
 
@@ -232,12 +254,12 @@ def check_tls_files(tls: dict[str, str]) -> None:
         try:
             ctx.load_verify_locations(cafile=tls["ca_file"])
         except (OSError, ValueError, ssl.SSLError) as exc:
-            raise ConfigError(f"--ca-file {tls['ca_file']!r}: not a readable PEM CA bundle ({exc})") from None
+            raise ConfigError(f"--ca-file {shown(tls['ca_file'])}: not a readable PEM CA bundle ({exc})") from None
     if tls.get("cert_file"):
         try:
             ctx.load_cert_chain(tls["cert_file"], tls.get("key_file"))
         except (OSError, ValueError, ssl.SSLError) as exc:
-            raise ConfigError(f"--cert-file {tls['cert_file']!r} / --key-file {tls.get('key_file')!r}: "
+            raise ConfigError(f"--cert-file {shown(tls['cert_file'])} / --key-file {shown(tls.get('key_file'))}: "
                               f"not a matching PEM certificate and key ({exc})") from None
 
 
@@ -250,9 +272,9 @@ def check_results_dir(path: str) -> None:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"--results {path!r}: {str(probe)!r} is not a directory")
+        raise ConfigError(f"--results {shown(path)}: {shown(str(probe))} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--results {path!r}: {str(probe)!r} is not writable")
+        raise ConfigError(f"--results {shown(path)}: {shown(str(probe))} is not writable")
 
 
 def parse_step_payloads(items: list[str] | None) -> dict[str, str]:
@@ -262,18 +284,28 @@ def parse_step_payloads(items: list[str] | None) -> dict[str, str]:
         model, sep, path = str(item).partition("=")
         model, path = model.strip(), path.strip()
         if not sep or not model or not path:
-            raise ConfigError(f"invalid --step-payload {item!r}: expected MODEL=FILE")
+            raise ConfigError(f"invalid --step-payload {shown(item)}: expected MODEL=FILE")
         if model in out:
-            raise ConfigError(f"--step-payload given twice for model {model!r}")
-        out[model] = _check_file(path, f"--step-payload for {model!r}:")
+            raise ConfigError(f"--step-payload given twice for model {shown(model)}")
+        out[model] = _check_file(path, f"--step-payload for {shown(model)}:")
     return out
 
 
-def _check_file(path: str, what: str) -> str:
-    if path and not os.path.isfile(path):
-        raise ConfigError(f"{what} {path!r}: no such file")
-    if path and not os.access(path, os.R_OK):
-        raise ConfigError(f"{what} {path!r}: not readable")
+def _check_file(path: str, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str:
+    """The path, if it names a readable regular file of at most ``limit`` bytes (checked unread)."""
+    if not path:
+        return path
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        raise ConfigError(f"{what} {shown(path)}: no such file") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"{what} {shown(path)}: no such file (it is {kind})")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{what} {shown(path)}: not readable")
+    if st.st_size > limit:
+        raise ConfigError(f"{what} {shown(path)}: larger than {size_text(limit)}")
     return path
 
 
@@ -294,6 +326,7 @@ class Settings:
     binary: bool = False
     grpc_raw: bool = True
     timeout_s: float = 30.0
+    max_response_bytes: int = 64 * 2**20
     tls: dict = field(default_factory=dict)
     arrival: str = UNIFORM
     max_in_flight: int = 1000
@@ -350,9 +383,7 @@ class Settings:
         s.users = int(getattr(o, "num_users", None) or 1)
         s.spawn_rate = float(getattr(o, "spawn_rate", None) or 10.0)
         s.run_time_s = float(o.run_time) if getattr(o, "run_time", None) else None
-        s.payload = _check_file(o.payload, "--payload")
-        if s.payload and os.path.getsize(s.payload) > MAX_PAYLOAD_BYTES:
-            raise ConfigError(f"--payload {s.payload!r}: larger than {MAX_PAYLOAD_BYTES // 2**20} MiB")
+        s.payload = _check_file(o.payload, "--payload", MAX_PAYLOAD_BYTES)
         if o.batch_size < 1 or o.batch_size > 1_000_000:
             raise ConfigError(f"--batch-size must be between 1 and 1000000 (got {o.batch_size})")
         s.batch_size = o.batch_size
@@ -363,7 +394,11 @@ class Settings:
         if not math.isfinite(o.request_timeout) or o.request_timeout <= 0:
             raise ConfigError("--request-timeout must be > 0")
         s.timeout_s = o.request_timeout
-        s.tls = {k: _check_file(v, f"--{k.replace('_', '-')}") for k, v in
+        max_bytes = getattr(o, "max_response_bytes", s.max_response_bytes)
+        if not 1024 <= max_bytes <= 2**31:
+            raise ConfigError("--max-response-bytes must be between 1024 and 2147483648")
+        s.max_response_bytes = max_bytes
+        s.tls = {k: _check_file(v, f"--{k.replace('_', '-')}", MAX_TLS_FILE_BYTES) for k, v in
                  (("ca_file", o.ca_file), ("cert_file", o.cert_file), ("key_file", o.key_file)) if v}
         if bool(o.cert_file) != bool(o.key_file):
             raise ConfigError("--cert-file and --key-file go together")
@@ -393,7 +428,7 @@ class Settings:
                               recommended_fraction=o.recommended_fraction, max_send_lag_ms=o.max_send_lag_ms)
         s.max_failure_ratio = o.max_failure_ratio
         s.min_saturation_rps = o.min_saturation_rps
-        s.pipeline_spec = _check_file(o.pipeline_spec, "--pipeline-spec")
+        s.pipeline_spec = _check_file(o.pipeline_spec, "--pipeline-spec", MAX_SPEC_BYTES)
         s.step_payloads = parse_step_payloads(getattr(o, "step_payload", None))
         s.metrics_urls = [_check_url(u, "--metrics-url") for u in o.metrics_url or []]
         s.prometheus_url = _check_url(o.prometheus_url, "--prometheus-url") if o.prometheus_url else ""

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from seldon_load.analyze.pipeline_spec import PIPELINE, Pipeline, TensorRef
 from seldon_load.errors import ConfigError, OIPError, TargetError
 from seldon_load.oip import json_codec
 from seldon_load.oip.payload import load_request_file, repeat_batch, synthesize_request
 from seldon_load.oip.types import InferRequest, InferResponse, Tensor
+from seldon_load.pipelines import PIPELINE, Pipeline, TensorRef
 
 PAYLOAD_FILE = "payload.json"
 WALK = "pipeline walk"
@@ -80,7 +80,7 @@ def walk_target(settings: Any, pipeline: Pipeline) -> dict[str, InferRequest]:
     pipeline's test (``settings``: its validated Settings), one request per step."""
     from seldon_load.oip.payload import encode_for
     from seldon_load.oip.target import Target
-    from seldon_load.transport import make_client
+    from seldon_load.transport.clients import make_client
     from seldon_load.transport.tls import TlsConfig
 
     tls = TlsConfig(**settings.tls) if settings.tls else None

@@ -12,23 +12,22 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import time
 from time import perf_counter
 
 import gevent
 from gevent.hub import get_hub
 from locust import User, constant, task
-from locust import stats as locust_stats
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 
 from seldon_load.errors import SeldonLoadError
+from seldon_load.load.batcher import ReadBatcher
 from seldon_load.load.engine import OpenLoopEngine, WorkerSchedule
-from seldon_load.load.plan import RatePlan
+from seldon_load.locust import patches
+from seldon_load.locust.messages import PlanMessage
 from seldon_load.measure.recorder import Recorder
 from seldon_load.oip.payload import build_payload_pool
 from seldon_load.settings import Settings
-from seldon_load.transport import make_client
-from seldon_load.transport.deferred import ReadBatcher
+from seldon_load.transport.clients import make_client
 from seldon_load.transport.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -71,23 +70,27 @@ class ProcessState:
         self.engine = None
         self.engine_done = False
 
-    def on_plan(self, message: dict) -> None:
+    def on_plan(self, message: PlanMessage) -> None:
         """Adopt the controller's plan (and this process's share of it)."""
-        if message.get("test_id") != self.test_id:
-            self.new_test(message.get("test_id"))
-        log.info("plan: share %.3f phase %.3f at test time %.2fs", message["share"], message["phase"],
-                 message["elapsed_s"])
+        if message.test_id != self.test_id:
+            self.new_test(message.test_id)
+        log.info("plan: share %.3f phase %.3f at test time %.2fs", message.share, message.phase, message.elapsed_s)
         first = self.schedule.t0 is None
-        self.plan_version = max(self.plan_version, int(message.get("pv", 0)))
-        self.schedule.update(RatePlan.from_wire(message["plan"]), float(message["elapsed_s"]),
-                             float(message["share"]), float(message["phase"]),
-                             float(message.get("from_s", message["elapsed_s"])))
+        self.plan_version = max(self.plan_version, message.plan_version)
+        self.schedule.update(message.plan, message.elapsed_s, message.share, message.phase, message.from_s)
         if first:
             self.recorder.set_t0(self.schedule.t0)
         if self.autostart and self.settings.open_loop and self.engine is None and not self.engine_done:
             # a worker with a share runs it whether or not Locust gave it the OpenLoopUser:
             # in the second Locust re-balances users for a worker that joined late it may have none
-            OpenLoopUser._start_engine(self)
+            OpenLoopUser.start_engine(self)
+
+    def use_settings(self, settings: Settings) -> None:
+        """New settings (the web UI form changed them): a new client and payload on next use."""
+        self.close()
+        self.settings = settings
+        self._pool = None
+        self.metadata = None
 
     @property
     def client(self):
@@ -95,7 +98,7 @@ class ProcessState:
             s = self.settings
             pool = max(64, s.users if not s.open_loop else min(s.max_in_flight, 256))
             self._client = make_client(s.target, headers=s.headers, timeout_s=s.timeout_s,
-                                       tls=_tls(s), pool_size=pool)
+                                       tls=_tls(s), pool_size=pool, max_response_bytes=s.max_response_bytes)
             if hasattr(self._client, "defer_reads"):
                 self.batcher = ReadBatcher(get_hub())
                 self._client.defer_reads(self.batcher)
@@ -173,47 +176,13 @@ class _StatsFeed:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        if _only_locust_stats_listen(self._hook):
-            _extend_stats(self._st.environment.stats, self._name, REQUEST_TYPE, batch)
+        if patches.only_locust_stats_listen(self._hook):
+            patches.extend_stats(self._st.environment.stats, self._name, REQUEST_TYPE, batch)
             return
         fire, name = self._fire, self._name
         for response_time, length in batch:
             fire(request_type=REQUEST_TYPE, name=name, response_time=response_time, response_length=length,
                  context={}, exception=None)
-
-
-def _only_locust_stats_listen(hook) -> bool:
-    """True when the runner's statistics are the ``request`` event's one listener (a
-    locustfile or plugin that listens too must see every answer as its own event)."""
-    handlers = getattr(hook, "_handlers", None)
-    return (handlers.__class__ is list and len(handlers) == 1
-            and getattr(handlers[0], "__qualname__", "") == "Runner.__init__.<locals>.on_request"
-            and _bucket() is not None)
-
-
-def _bucket():
-    """Locust's response-time bucketing, looked up each time (it may be replaced at run time)."""
-    return getattr(locust_stats, "bucket_response_time", None)
-
-
-def _extend_stats(stats, name: str, method: str, batch: list[tuple[float, int]]) -> None:
-    """Add a batch of successful answers to ``stats`` as Locust's ``on_request`` would,
-    one ``extend`` per entry instead of two ``log`` calls per answer."""
-    part = locust_stats.StatsEntry(stats, name, method)
-    times = [rt for rt, _ in batch]
-    bucket, counts = _bucket(), part.response_times
-    for rt in times:
-        counts[bucket(rt)] += 1
-    now = time.time()
-    part.num_requests = len(batch)
-    part.total_response_time = sum(times)
-    part.min_response_time = min(times)
-    part.max_response_time = max(times)
-    part.total_content_length = sum(length for _, length in batch)
-    part.num_reqs_per_sec[int(now)] = len(batch)
-    part.last_request_timestamp = now
-    stats.get(name, method).extend(part)
-    stats.total.extend(part)
 
 
 def _tls(s: Settings):
@@ -267,11 +236,11 @@ class OpenLoopUser(User):
     def run_schedule(self) -> None:
         st = state_of(self.environment)
         if st is not None and st.engine is None and not st.engine_done:
-            self._start_engine(st)
+            self.start_engine(st)
         gevent.sleep(0.5)
 
     @staticmethod
-    def _start_engine(st: ProcessState) -> None:
+    def start_engine(st: ProcessState) -> None:
         """The engine runs in its own greenlet, so Locust moving this user between workers
         (it rebalances when workers join) does not interrupt the schedule."""
         # Everything alive now (Locust, gevent, numpy, our modules) lives as long as the

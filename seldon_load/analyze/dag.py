@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seldon_load.analyze.pipeline_spec import PIPELINE, Pipeline
 from seldon_load.errors import ConfigError
+from seldon_load.pipelines import PIPELINE, Pipeline
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,6 @@ def bottleneck(capacities_rps: dict[str, float]) -> tuple[str, float]:
         raise ConfigError("no step capacities to compare")
     step = min(capacities_rps, key=lambda s: capacities_rps[s])
     return step, float(capacities_rps[step])
-
-
-def pipeline_capacity(capacities_rps: dict[str, float]) -> float:
-    """Max pipeline throughput: every request passes every step, so the lowest capacity."""
-    return bottleneck(capacities_rps)[1]
 
 
 def depth(pipeline: Pipeline) -> int:

@@ -36,9 +36,9 @@ from typing import Any
 
 from seldon_load.analyze.dag import bottleneck, critical_path, overhead, stage_hops
 from seldon_load.analyze.metrics import Kind, Snapshot, delta
-from seldon_load.analyze.pipeline_spec import Pipeline
 from seldon_load.analyze.saturation import saturation
 from seldon_load.analyze.stages import Criteria
+from seldon_load.pipelines import Pipeline
 
 SnapshotEdge = tuple[int, str, Snapshot]
 _SOURCES = {"mlserver": "MLServer model_infer_request_duration (count/sum)",

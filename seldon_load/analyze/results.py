@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 
 from seldon_load import __version__
-from seldon_load.analyze.saturation import saturation
+from seldon_load.analyze.faults import describe
+from seldon_load.analyze.saturation import all_failed, saturation
 from seldon_load.analyze.stages import Criteria, stage_table
 
 SCHEMA = "seldon-load/results/v1"
@@ -116,17 +117,31 @@ def add_inferences(rows: list[dict], sat: dict, batch_size: int) -> None:
         sat[f"{key}_ips"] = _round(rps * batch_size) if rps is not None else None
 
 
+def run_failure(rows: list[dict], sat: dict, open_loop: bool) -> str | None:
+    """Why the run failed although no threshold did: every request failed, or no stage was
+    sustained because of target faults."""
+    every = all_failed(rows)
+    if every is not None:
+        return f"every request failed: {describe(every)}"
+    if open_loop and sat.get("target_fault") and not any(r.get("sustained") for r in rows):
+        return f"no stage was sustained: {sat['inconclusive_reason']}"
+    return None
+
+
 def build_results(*, agg, stages, names, criteria: Criteria, target: dict, mode: str, workers: int,
                   workers_timeline: list[dict], master_cpu_max: float | None = None,
                   max_failure_ratio: float | None = None, min_saturation_rps: float | None = None,
                   pipeline: dict | None = None, notes: list[str] | None = None,
-                  until_s: float | None = None) -> dict:
+                  until_s: float | None = None, reruns: dict[int, int] | None = None) -> dict:
     open_loop = mode in ("stages", "auto")
-    rows = stage_table(agg, stages, names, criteria, open_loop, until_s=until_s)
+    rows = stage_table(agg, stages, names, criteria, open_loop, until_s=until_s, workers_timeline=workers_timeline,
+                       reruns=reruns)
     sat = saturation(rows, criteria)
     add_inferences(rows, sat, int(target.get("batch_size") or 1))
     gen = generator_health(rows, criteria, master_cpu_max)
     th = thresholds(rows, sat, mode, criteria, max_failure_ratio, min_saturation_rps)
+    failed = [t["name"] for t in th if not t["passed"]]
+    reason = run_failure(rows, sat, open_loop) or (f"threshold failed: {', '.join(failed)}" if failed else None)
     return {
         "schema": SCHEMA,
         "tool": {"name": "seldon-load", "version": __version__},
@@ -142,6 +157,7 @@ def build_results(*, agg, stages, names, criteria: Criteria, target: dict, mode:
         "workers_timeline": workers_timeline,
         "generator": gen,
         "thresholds": th,
-        "passed": all(t["passed"] for t in th),
+        "passed": reason is None,
+        "reason": reason,
         "notes": (notes or []) + steal_notes(rows, criteria),
     }

@@ -24,10 +24,10 @@ import orjson
 
 from seldon_load import __version__
 from seldon_load.errors import ConfigError
+from seldon_load.limits import MAX_RESULTS_BYTES, read_capped
 
 SCHEMA = "seldon-load/comparison/v1"
 RESULTS_SCHEMA = "seldon-load/results/v1"
-MAX_RESULTS_BYTES = 64 << 20
 DEFAULT_TOLERANCE = 0.05  # 1 - the stages' min achieved ratio: rates closer than this are one rate
 SAME_RATE = 1e-6
 MIN_TAIL = 10  # a percentile needs this many answers beyond it before a change in it is judged
@@ -49,13 +49,12 @@ class Run:
 def load_run(directory: str, name: str | None = None) -> Run:
     """A results directory; ConfigError when it holds no readable results of our schema."""
     path = Path(directory, "results.json")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{directory}: no results.json (not a results directory)")
-    if path.stat().st_size > MAX_RESULTS_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_RESULTS_BYTES >> 20} MiB")
+    data = read_capped(path, MAX_RESULTS_BYTES, "results file")
     try:
-        results = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        results = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(results, dict):
         raise ConfigError(f"{path}: not a results object")

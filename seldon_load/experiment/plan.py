@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from seldon_load.errors import ConfigError
+from seldon_load.limits import MAX_SPEC_BYTES, read_capped
+from seldon_load.safe_yaml import load_all
 
-MAX_PLAN_BYTES = 1 << 20
+MAX_PLAN_BYTES = MAX_SPEC_BYTES
 MAX_VARIANTS = 256
 # a sweep owns these: every variant writes into RESULTS/<variant>/ and runs headless
 RESERVED = frozenset({"results", "web-ui", "web-host", "web-port", "web-login", "isolate-steps"})
@@ -95,21 +97,17 @@ def _refuse_aliases(text: str, path: str) -> None:
 
 
 def read_experiment(path: str) -> dict[str, Any]:
-    """The experiment file, read with a size cap and ``yaml.safe_load``; ConfigError naming it."""
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            data = fh.read(MAX_PLAN_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"experiment file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_PLAN_BYTES:
-        raise ConfigError(f"experiment file {path} is larger than {MAX_PLAN_BYTES // 1024} KiB")
+    """The experiment file, read with a size cap and the bounded safe loader; ConfigError naming it."""
+    data = read_capped(path, MAX_PLAN_BYTES, "experiment file")
     try:
         text = data.decode("utf-8")
         _refuse_aliases(text, path)
-        doc = yaml.safe_load(text)
+        docs = load_all(text)
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"experiment file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if len(docs) != 1:
+        raise ConfigError(f"experiment file {path}: expected one YAML document, found {len(docs)}")
+    doc = docs[0]
     if not isinstance(doc, Mapping):
         raise ConfigError(f"experiment file {path}: expected a mapping with base, vary, variants, overrides")
     unknown = set(doc) - {"base", "vary", "variants", "overrides", "results", "baseline"}

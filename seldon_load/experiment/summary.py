@@ -16,8 +16,9 @@ from typing import Any, TextIO
 import orjson
 
 from seldon_load.errors import ConfigError
-from seldon_load.experiment.compare import MAX_RESULTS_BYTES, NO_DIFFERENCE, Run, compare, load_run
+from seldon_load.experiment.compare import NO_DIFFERENCE, Run, compare, load_run
 from seldon_load.experiment.plan import unique_names
+from seldon_load.limits import MAX_SPEC_BYTES, read_capped
 from seldon_load.report.comparison_html import write_comparison_html
 from seldon_load.report.svg import fmt_num
 
@@ -65,13 +66,12 @@ def summary_lines(c: dict[str, Any]) -> list[str]:
 
 def _sweep_runs(directory: str) -> list[Run]:
     path = Path(directory, "sweep.json")
-    if path.stat().st_size > MAX_RESULTS_BYTES:
-        raise ConfigError(f"{path}: too large")
+    data = read_capped(path, MAX_SPEC_BYTES, "sweep record")
     try:
-        doc = orjson.loads(path.read_bytes())
+        doc = orjson.loads(data)
         records = doc["variants"]
         assert isinstance(records, list)
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
         raise ConfigError(f"{path}: not a sweep record") from None
     return runs_of_sweep(Path(directory), records)
 

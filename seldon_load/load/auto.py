@@ -33,6 +33,7 @@ class AutoConfig:
     cooldown_s: float = 4.0
     budget_s: float = 600.0
     min_rps: float = 0.5
+    probe_timeout_s: float = 60.0  # how long a target that failed a stage may take to be ready again
 
     def validate(self) -> AutoConfig:
         if not (0 < self.start_rps <= self.max_rps):

@@ -2,8 +2,15 @@
 
 It knows nothing of Locust: the plugin gives it a ``Channel`` (who the engines are, how to
 reach them) and, for ``--auto``, a ``judge`` that says whether a finished stage was
-sustained. ``tick`` is called about once a second by the Locust shape and answers how many
-users of which kind should run, or None when the test is over.
+sustained and a ``probe`` that says whether the target is ready. ``tick`` is called about
+once a second by the Locust shape and answers how many users of which kind should run, or
+None when the test is over.
+
+In ``--auto`` a verdict is confirmed before the bracket moves: a stage that failed on errors
+(not on capacity) runs once more at the same rate, after a pause and once the probe says
+the target is ready, and only the re-run's verdict counts. A first stage where every request
+failed, a target fault that repeats before any stage was sustained, or a target that stays
+unready end the search with the server's error quoted.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ class Verdict:
     sustained: bool = False
     throughput_rps: float | None = None  # good answers a second; None if the generator fell behind
     fell_behind: bool = False  # too few answers or a growing queue (not just the SLO or errors)
+    errors: bool = False  # failed on the error criterion (failures and drops over the limit)
+    fault: bool = False  # dominated by target faults (refused, reset, 4xx ...): not load
+    all_failed: bool = False  # every answered request failed
+    message: str | None = None  # what the server said (the dominant failure, one line)
 
 
 @dataclass
@@ -58,10 +69,16 @@ class ControllerConfig:
 class Controller:
     def __init__(self, config: ControllerConfig, channel: Channel,
                  judge: Callable[[StageWindow], Verdict] | None = None,
-                 clock: Callable[[], float] = perf_counter) -> None:
+                 clock: Callable[[], float] = perf_counter,
+                 probe: Callable[[], str | None] | None = None) -> None:
         self.config = config
         self.channel = channel
         self.judge = judge
+        self.probe = probe  # None when the target is ready, else why not (one line)
+        self.reruns: dict[int, int] = {}  # stage index -> index of the stage that re-ran it
+        self._rerun: StageWindow | None = None  # a stage waiting for its re-run (pause, probe)
+        self._probe_from_s = 0.0
+        self._probe_until_s = 0.0
         self.clock = clock
         self.t0: float | None = None
         self.plan = RatePlan()
@@ -158,12 +175,72 @@ class Controller:
         assert self.search is not None and self.judge is not None
         if self.plan.final:
             return
+        if self._rerun is not None:
+            self._await_ready(el)
+            return
         win = self.plan.stages[-1]
         if el < win.hold_end_s + self.config.verdict_delay_s:
             return
         verdict = self.judge(win)
         if not verdict.ready:
             return
+        if verdict.all_failed and self.search.lo is None:
+            self._finish(f"every request failed at {win.target_rps:g} rps: {verdict.message or 'no message'}")
+        elif self._confirm(win, verdict):
+            pause = self.config.auto.cooldown_s
+            self._rerun, self._probe_from_s = win, el + pause
+            self._probe_until_s = el + pause + self.config.auto.probe_timeout_s
+            log.info("auto search: %.1f rps failed on errors (%s); running it again to confirm", win.target_rps,
+                     verdict.message or "no message")
+            return
+        elif verdict.fault and self.search.lo is None and win.index in self.reruns.values():
+            self._finish(f"target fault at {win.target_rps:g} rps, twice: {verdict.message or 'no message'}")
+        else:
+            self._advance(win, verdict, el)
+        self.publish()
+
+    def _confirm(self, win: StageWindow, verdict: Verdict) -> bool:
+        """Re-run a stage that failed on errors (load-related or not), once: errors from a
+        moment of trouble (a restart, a model warming up) must not move the bracket."""
+        if verdict.sustained or not (verdict.fault or verdict.errors):
+            return False
+        return win.index not in self.reruns and win.index not in self.reruns.values()
+
+    def _await_ready(self, el: float) -> None:
+        """After the pause, probe the target each tick; re-run the stage once it is ready."""
+        win = self._rerun
+        assert win is not None and self.search is not None
+        if el < self._probe_from_s:
+            return
+        why = self.probe() if self.probe is not None else None
+        if why is not None:
+            if el >= self._probe_until_s:
+                self._finish(f"target not ready {self.config.auto.probe_timeout_s:g}s after stage {win.index} "
+                             f"failed: {why}")
+                self.publish()
+            return
+        auto = self.config.auto
+        hold = win.hold_end_s - win.hold_start_s
+        if el + 0.5 + auto.ramp_s + hold > auto.budget_s:
+            self._finish(f"time budget {auto.budget_s:g}s reached")
+        else:
+            self.plan.add_segment(0.5 + max(0.0, el - self.plan.end_s), 0.0, COOLDOWN)
+            again = self.plan.add_stage(win.target_rps, auto.ramp_s, hold)
+            self.reruns[win.index] = again.index
+            self._rerun = None
+            log.info("auto search: target ready; stage %d runs %.1f rps again", again.index, win.target_rps)
+        self.publish()
+
+    def _finish(self, reason: str) -> None:
+        assert self.search is not None
+        self._rerun = None
+        self.search.done_reason = reason
+        self.plan.final = True
+        self.stop_reason = reason
+        log.info("auto search done: %s", reason)
+
+    def _advance(self, win: StageWindow, verdict: Verdict, el: float) -> None:
+        assert self.search is not None
         nxt = self.search.next(win.target_rps, verdict.sustained, verdict.throughput_rps, verdict.fell_behind)
         auto = self.config.auto
         if nxt is not None:
@@ -173,9 +250,7 @@ class Controller:
                 self.search.done_reason = f"time budget {auto.budget_s:g}s reached"
                 nxt = None
         if nxt is None:
-            self.plan.final = True
-            self.stop_reason = self.search.done_reason
-            log.info("auto search done: %s", self.search.done_reason)
+            self._finish(self.search.done_reason or "done")
         else:
             # a pause at zero rate lets a queue built by an overloaded stage drain
             pause = (auto.cooldown_s if not verdict.sustained else 0.5) + max(0.0, el - self.plan.end_s)
@@ -185,7 +260,6 @@ class Controller:
                 f", {verdict.throughput_rps:.1f} rps answered" if verdict.throughput_rps is not None else "")
             log.info("auto search: %.1f rps %s; stage %d at %.1f rps", win.target_rps, done,
                      len(self.plan.stages) - 1, nxt)
-        self.publish()
 
     # ---- the tick ---------------------------------------------------------------------
     def start(self) -> None:

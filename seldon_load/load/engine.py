@@ -25,8 +25,8 @@ from gevent.monkey import get_original
 from greenlet import getcurrent, greenlet
 
 from seldon_load.load.arrivals import UNIFORM, Arrivals
+from seldon_load.load.inline import AnswerReader, InlineSender, InlineToken, make_token
 from seldon_load.load.plan import RatePlan
-from seldon_load.transport.deferred import ReadBatcher
 from seldon_load.transport.outcome import CANCELLED, Outcome
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,9 @@ class OpenLoopEngine:
     Requests run on a pool of long-lived raw greenlets: a new greenlet per request would
     cost a fresh Python frame stack (on 3.11 an mmap, page faults and an munmap per request)
     and gevent's Greenlet/Group bookkeeping. An idle worker parks in the hub and is handed
-    its next intended time by one loop callback. ``cancel`` ends the requests still out."""
+    its next intended time by one loop callback. ``cancel`` ends the requests still out.
+    With a ``batcher`` and ``start`` a request is sent from the engine's own greenlet and its
+    answer read at a later wake-up (the contract: ``load.inline``)."""
 
     def __init__(
         self,
@@ -204,8 +206,8 @@ class OpenLoopEngine:
         max_in_flight: int = 1000,
         drain_timeout_s: float = 10.0,
         on_result: Callable[[float, float, float, Outcome], None] | None = None,
-        batcher: ReadBatcher | None = None,
-        start: Callable[[tuple[float, float]], bool] | None = None,
+        batcher: AnswerReader | None = None,
+        start: InlineSender | None = None,
     ) -> None:
         self.send = send
         self.name = name
@@ -345,7 +347,7 @@ class OpenLoopEngine:
                     self.max_seen_in_flight = self.in_flight
                 self.sent += 1
                 self._idle.clear()
-                if send_inline is None or not send_inline((due, perf_counter())):
+                if send_inline is None or not send_inline(make_token((due, perf_counter()))):
                     g = idle.pop() if idle else greenlet(worker, hub)
                     out[g] = due
                     run_callback(g.switch, due)
@@ -421,14 +423,14 @@ class OpenLoopEngine:
                     return
                 job = switch_out()
 
-    def _adopt(self, token: tuple[float, float], fn: Callable[..., Outcome], *args) -> None:
+    def _adopt(self, token: InlineToken, fn: Callable[..., Outcome], *args) -> None:
         """An inline request goes on in a request greenlet (its count moves with it)."""
         due, sent = token
         g = self._workers.pop() if self._workers else greenlet(self._worker, self._hub)
         self._out[g] = due
         self._hub.loop.run_callback(g.switch, (due, sent, fn, args))
 
-    def _inline_done(self, token: tuple[float, float], out: Outcome, done: float) -> None:
+    def _inline_done(self, token: InlineToken, out: Outcome, done: float) -> None:
         due, sent = token
         received = out.received_at
         if received is not None and sent <= received < done:

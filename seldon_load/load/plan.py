@@ -17,7 +17,6 @@ from seldon_load.errors import ConfigError
 RAMP = "ramp"
 HOLD = "hold"
 COOLDOWN = "cooldown"
-EXTEND = "extend"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

@@ -51,10 +51,6 @@ DATATYPES: dict[str, DataType] = {
     )
 }
 
-_BY_KIND_SIZE: dict[tuple[str, int], str] = {
-    (dt.dtype.kind, dt.dtype.itemsize): name for name, dt in DATATYPES.items() if name != "BYTES"
-}
-
 _U32 = struct.Struct("<I")
 
 
@@ -77,17 +73,6 @@ def numpy_dtype(datatype: str) -> np.dtype:
 def element_size(datatype: str) -> int:
     """Bytes per element on the wire (0 for BYTES, whose elements vary in size)."""
     return get(datatype).element_size
-
-
-def from_numpy(dtype: np.dtype | type) -> str:
-    """The OIP datatype of a numpy dtype (object, bytes and str arrays are BYTES)."""
-    dt = np.dtype(dtype)
-    if dt.kind in "OSU":
-        return "BYTES"
-    try:
-        return _BY_KIND_SIZE[(dt.kind, dt.itemsize)]
-    except KeyError:
-        raise OIPError(f"numpy dtype {dt} has no OIP datatype") from None
 
 
 def element_count(shape: Sequence[int]) -> int:

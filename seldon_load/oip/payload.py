@@ -17,31 +17,26 @@ from typing import Any
 import numpy as np
 
 from seldon_load.errors import ConfigError, OIPError, TargetError
+from seldon_load.limits import MAX_PAYLOAD_BYTES, read_capped
 from seldon_load.oip import datatypes, json_codec, pb_codec
 from seldon_load.oip.target import Target
 from seldon_load.oip.types import EncodedRequest, InferRequest, Tensor
+from seldon_load.safe_text import clip
 
-MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 DEFAULT_POOL_SIZE = 8
 _INT_HIGH = 100  # random integers in [0, 100): valid for every integer datatype, and as class ids
 
 
 def load_request_file(path: str | Path) -> InferRequest:
-    """An OIP JSON inference request from a file; ConfigError naming the file and the problem."""
-    p = Path(path)
-    try:
-        if not p.is_file():
-            raise ConfigError(f"payload file {path} does not exist or is not a file")
-        size = p.stat().st_size
-        if size > MAX_PAYLOAD_BYTES:
-            raise ConfigError(f"payload file {path} is {size / 2**20:.1f} MiB; the limit is 64 MiB")
-        body = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read payload file {path}: {exc.strerror or exc}") from None
+    """An OIP JSON inference request from a file; ConfigError naming the file and the problem.
+
+    Read with a cap (MAX_PAYLOAD_BYTES): a huge file, a FIFO or a device is refused unread.
+    """
+    body = read_capped(path, MAX_PAYLOAD_BYTES, "payload file")
     try:
         return json_codec.decode_request(body)
     except OIPError as exc:
-        raise ConfigError(f"payload file {path}: {exc}") from None
+        raise ConfigError(f"payload file {clip(path)}: {exc}") from None
 
 
 def random_array(datatype: str, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -149,12 +144,6 @@ class PayloadPool:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    @property
-    def body_bytes(self) -> int:
-        """Size of the first variant's body, for reports."""
-        first = self.items[0]
-        return len(first.body if isinstance(first, EncodedRequest) else first)
 
 
 def encode_for(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from seldon_load.errors import ConfigError
+from seldon_load.safe_text import clip, shown
 
 PROTOCOLS = ("rest", "grpc")
 _SCHEMES = {
@@ -110,12 +111,13 @@ def parse_target(
     kind, name = ("model", model) if model is not None else ("pipeline", pipeline)
     assert name is not None
     if not _NAME_RE.match(name):
-        raise ConfigError(f"invalid {kind} name {name!r}: use letters, digits and . _ - characters")
+        raise ConfigError(f"invalid {kind} name {shown(name)}: use letters, digits and . _ - characters")
     if protocol is not None and protocol not in PROTOCOLS:
-        raise ConfigError(f"invalid protocol {protocol!r}: use rest or grpc")
+        raise ConfigError(f"invalid protocol {shown(protocol)}: use rest or grpc")
     host = (host or "").strip()
     if not host:
         raise ConfigError("--host is empty: give e.g. http://127.0.0.1:8080 or 127.0.0.1:8081")
+    _check_ascii_host(host)
     scheme, rest_of = _split_scheme(host, protocol)
     parsed_protocol, tls = _SCHEMES[scheme]
     if protocol is not None and protocol != parsed_protocol:
@@ -151,6 +153,25 @@ def parse_target(
     )
 
 
+def _check_ascii_host(host: str) -> None:
+    """Say exactly what is wrong with a port or host name that is not plain ASCII.
+
+    ``int()`` and ``str.isdigit`` accept full-width and other Unicode digits, and a non-ASCII
+    name would only fail later, as a header value that cannot be encoded.
+    """
+    authority = host.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
+    name, colon, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if not colon:
+        name, port = authority, ""
+    if port and not (port.isascii() and port.isdigit()):
+        raise ConfigError(f"invalid host {_redact(host)}: the port must be ASCII digits")
+    if not name.isascii():
+        raise ConfigError(f"invalid host {_redact(host)}: the host name must be ASCII "
+                          "(write an internationalised name in its xn-- form)")
+    if not name.isprintable() or " " in name:
+        raise ConfigError(f"invalid host {_redact(host)}: the host name has spaces or control characters")
+
+
 def _split_scheme(host: str, protocol: str | None) -> tuple[str, str]:
     if "://" in host:
         scheme, rest_of = host.split("://", 1)
@@ -173,6 +194,6 @@ def _split_scheme(host: str, protocol: str | None) -> tuple[str, str]:
 def _redact(host: str) -> str:
     """The host as given, with any credentials replaced, for error messages."""
     if "@" not in host:
-        return host
+        return clip(host)
     scheme, sep, rest_of = host.rpartition("://")
-    return scheme + sep + re.sub(r"\A[^/]*@", "***@", rest_of)
+    return clip(scheme + sep + re.sub(r"\A[^/]*@", "***@", rest_of))

@@ -51,7 +51,7 @@ def target_label(r: dict[str, Any]) -> str:
 
 @dataclass
 class Verdict:
-    level: str  # "generator" | "warn" | "saturated" | "ok" | "info"
+    level: str  # "fault" | "generator" | "warn" | "saturated" | "ok" | "info"
     headline: str
     details: list[str] = field(default_factory=list)
 
@@ -92,6 +92,9 @@ def verdict(r: dict[str, Any]) -> Verdict:
     first, saturated = as_int(sat.get("first_unsustained_stage")), sat.get("saturated") is True
     max_ok = as_float(sat.get("max_sustainable_rps"))
     warnings = [str(w) for w in gen.get("warnings") or [] if w] if isinstance(gen.get("warnings"), list) else []
+    fault = _target_fault(r, sat)
+    if fault is not None:
+        return fault
     bad = _generator_limited(r, first, saturated)
     if bad is not None:
         v = Verdict("generator", "LOAD GENERATOR SATURATED: results are limited by the load generator, "
@@ -148,6 +151,21 @@ def verdict(r: dict[str, Any]) -> Verdict:
     return v
 
 
+def _target_fault(r: dict[str, Any], sat: dict[str, Any]) -> Verdict | None:
+    """The target failed for reasons other than load and no stage was sustained (or every
+    request failed): that is the verdict, not a saturation point or a generator alarm."""
+    reason = r.get("reason") if r.get("passed") is False else None
+    tf = section(sat, "target_fault")
+    if not tf or not (reason or not any(s.get("sustained") is True for s in items(r, "stages"))):
+        return None
+    why = str(sat.get("inconclusive_reason") or reason or tf.get("kind"))
+    v = Verdict("fault", f"TARGET FAULT: {why.removeprefix('target fault: ')}")
+    v.details.append("The target failed for reasons other than load (down, refusing, misconfigured, or an error "
+                     "at every rate): this run measured no capacity. Fix the target and run again.")
+    v.details += _notes(r)
+    return v
+
+
 def _notes(r: dict[str, Any]) -> list[str]:
     notes = r.get("notes")
     return [f"Note: {n}" for n in notes if n] if isinstance(notes, list) else []
@@ -170,7 +188,8 @@ def _stage_rows(stages: list[dict[str, Any]], width: int) -> list[str]:
             ("p50 ms", 8), ("p99 ms", 8), ("failures", 8), ("dropped", 7), ("sustained", 9)]
     rows = ["  ".join(name.rjust(w) for name, w in cols)]
     for s in stages:
-        sus = "yes" if s.get("sustained") is True else "NO" if s.get("sustained") is False else "-"
+        sus = ("FAULT" if s.get("fault") else "yes" if s.get("sustained") is True
+               else "NO" if s.get("sustained") is False else "-")
         lat = section(s, "latency_ms")
         vals = [s.get("index"), *([s.get("users")] if users else []), s.get("target_rps"), s.get("achieved_rps"),
                 lat.get("p50"), lat.get("p99"), s.get("failures"), s.get("dropped")]
@@ -216,11 +235,14 @@ def summary_text(results: dict[str, Any], width: int = 100) -> str:
     if stages:
         lines += _stage_rows(stages, width)
     v = verdict(r)
-    lines.append(("!! " if v.level == "generator" else "") + v.headline)
+    head = ("!! " if v.level in ("generator", "fault") else "") + v.headline
+    lines += textwrap.wrap(_ascii(head), max(width, 20), subsequent_indent="    ")  # the verdict is never cut
     for d in v.details:  # wrapped, not cut: these lines are the point of the summary
         lines += textwrap.wrap(_ascii(d), max(width, 20), initial_indent="  ", subsequent_indent="    ")
     p = section(r, "pipeline")
     if p:
         lines += _pipeline_lines(p)
     lines += _threshold_lines(r)
+    if r.get("passed") is False and r.get("reason") and not r["reason"].startswith("threshold"):
+        lines.append(f"FAILED: {r['reason']}")
     return "\n".join(_fit(x, width) for x in lines) + "\n"

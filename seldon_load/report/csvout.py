@@ -17,7 +17,8 @@ STAGE_COLUMNS = [
     *(f"latency_ms_{p}" for p in PERCENTILES),
     "service_ms_p50", "service_ms_p99", "send_lag_ms_p50", "send_lag_ms_p99", "send_lag_ms_max",
     "cpu_percent_max", "steal_percent_max", "generator_healthy", "latency_trend",
-    "latency_trend_delta_ms", "sustained", "reasons", "failures_by_kind", "achieved_ips",
+    "latency_trend_delta_ms", "sustained", "reasons", "failures_by_kind", "fault_kind", "fault_count",
+    "fault_example", "achieved_ips",
 ]
 TIMELINE_COLUMNS = ["t_s", "stage", "phase", "offered_rps", "achieved_rps", "ok", "failures", "dropped",
                     "p50_ms", "p99_ms", "lag_p99_ms"]
@@ -49,6 +50,9 @@ def stage_row(s: dict[str, Any]) -> dict[str, Any]:
     row["reasons"] = "; ".join(map(str, why)) if isinstance(why, list) else _cell(why)
     kinds = _sub(s, "failures_by_kind")
     row["failures_by_kind"] = ";".join(f"{k}={_cell(n)}" for k, n in kinds.items())
+    fault = _sub(s, "fault")
+    row.update(fault_kind=_cell(fault.get("kind")), fault_count=_cell(fault.get("count")),
+               fault_example=_cell(fault.get("example")))
     return row
 
 

@@ -27,6 +27,7 @@ h1{font-size:22px;margin:0 0 6px}h2{font-size:18px;margin:30px 0 10px;border-bot
 .v-warn{background:#fffbe3;border-color:#d4b400}.v-info{background:#eef3fb;border-color:#8aa4d6}
 .v-generator{background:#fdecea;border-color:#c62828;border-width:4px;color:#7f0000}
 .v-generator .head{font-size:24px}
+.v-fault{background:#fdecea;border-color:#c62828;border-width:4px;color:#7f0000}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:top}
 th{background:#f4f5f7;font-weight:600}th[colspan]{text-align:center}td{white-space:nowrap}.l{text-align:left;white-space:normal}
@@ -230,6 +231,11 @@ def _kinds(s: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {fmt_num(n)}" for k, n in kinds.items() if n)
 
 
+def _fault(s: dict[str, Any]) -> str:
+    f = section(s, "fault")
+    return f"{f.get('kind')} × {fmt_num(f.get('count'))}" if f else ""
+
+
 def _stage_table(r: dict[str, Any]) -> str:
     stages = items(r, "stages")
     if not stages:
@@ -241,7 +247,7 @@ def _stage_table(r: dict[str, Any]) -> str:
                "rate rps|achieved", "count|scheduled", "count|requests", "count|ok", "count|failures",
                "count|failures by kind", "count|dropped", *(f"{lat_g}|{p.replace('p999', 'p99.9')}" for p in pct),
                "service ms|p50", "service ms|p99", "send lag ms|p50", "send lag ms|p99", "send lag ms|max",
-               "generator|cpu max %", "generator|ok", "latency trend|ratio", "latency trend|Δ ms", "sustained"]
+               "generator|cpu max %", "generator|ok", "latency trend|ratio", "latency trend|Δ ms", "sustained", "target fault"]
     rows, notes = [], []
     for s in stages:
         lat, svc, lag = section(s, "latency_ms"), section(s, "service_ms"), section(s, "send_lag_ms")
@@ -251,7 +257,7 @@ def _stage_table(r: dict[str, Any]) -> str:
                      s.get("ok"), s.get("failures"), _kinds(s), s.get("dropped"), *(lat.get(p) for p in pct),
                      svc.get("p50"), svc.get("p99"), lag.get("p50"), lag.get("p99"), lag.get("max"),
                      s.get("cpu_percent_max"), s.get("generator_healthy"), s.get("latency_trend"),
-                     s.get("latency_trend_delta_ms"), s.get("sustained")])
+                     s.get("latency_trend_delta_ms"), s.get("sustained"), _fault(s)])
         why = reasons(s)
         notes.append(f"stage {fmt_num(s.get('index'))} reasons: " + "; ".join(why) if why else "")
     return _table(headers, rows, frozenset(), [s.get("sustained") is False for s in stages], notes)

@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 
 from seldon_load.errors import ConfigError
+from seldon_load.limits import MAX_RESULTS_BYTES, read_capped
 from seldon_load.report.csvout import write_stages_csv, write_timeline_csv
 from seldon_load.report.html import write_html
+from seldon_load.safe_text import clip, shown
 
 SCHEMA = "seldon-load/results/v1"
 RESULTS_JSON = "results.json"
@@ -38,20 +40,16 @@ def write_all(results: dict[str, Any], results_dir: str | Path) -> list[Path]:
 def load_results(results_dir: str | Path) -> dict[str, Any]:
     """Read and check DIR/results.json; every problem is one ConfigError line."""
     path = Path(results_dir) / RESULTS_JSON
+    if not path.exists():
+        raise ConfigError(f"no {RESULTS_JSON} in {clip(results_dir)}: give the --results directory of a run")
     try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise ConfigError(f"no {RESULTS_JSON} in {results_dir}: give the --results directory of a run") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory, not a results file") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        data = orjson.loads(read_capped(path, MAX_RESULTS_BYTES, "results file"))
     except orjson.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a seldon-load results object (top level is not a JSON object)")
     if data.get("schema") != SCHEMA:
-        raise ConfigError(f"{path} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
+        raise ConfigError(f"{path} has schema {shown(data.get('schema'))}, expected {SCHEMA!r}")
     return data
 
 

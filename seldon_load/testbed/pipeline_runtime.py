@@ -43,7 +43,7 @@ from mlserver.types import (
     ResponseOutput,
 )
 
-from seldon_load.analyze.pipeline_spec import PIPELINE, Pipeline, TensorRef, read_pipelines
+from seldon_load.pipelines import PIPELINE, Pipeline, TensorRef, read_pipelines
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 Tensors = dict[str, Tensor]

@@ -19,6 +19,7 @@ from typing import Any
 
 import seldon_load
 from seldon_load.errors import ConfigError, TargetError
+from seldon_load.testbed.faulty import FAULTY_MODELS, faulty_settings
 from seldon_load.testbed.ingress import INGRESS_DIR, Ingress, IngressPorts
 from seldon_load.testbed.procs import (
     die_with_parent,
@@ -65,7 +66,7 @@ IRIS_MODEL = "iris"
 # pipeline name -> spec file in PIPELINES_DIR
 PIPELINES: dict[str, str] = {"linear": "linear.yaml", "branching": "branching.yaml", "slow-branch": "slow-branch.yaml",
                              "bare-steps": "bare-steps.yaml"}
-MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, *UNDECLARED_MODELS, IRIS_MODEL, *PIPELINES)
+MODEL_NAMES: tuple[str, ...] = (*SYNTH_MODELS, *UNDECLARED_MODELS, *FAULTY_MODELS, IRIS_MODEL, *PIPELINES)
 
 
 @dataclass
@@ -314,6 +315,8 @@ class Testbed:
             )
         for name, (service_time_ms, width) in UNDECLARED_MODELS.items():
             _write_json(repo / name / "model-settings.json", _undeclared_settings(name, service_time_ms, width))
+        for name in FAULTY_MODELS:  # models that fail on purpose (testbed/faulty.py)
+            _write_json(repo / name / "model-settings.json", faulty_settings(name))
         write_iris_model(repo / IRIS_MODEL)
         for name, spec_file in PIPELINES.items():
             spec_path = PIPELINES_DIR / spec_file

@@ -22,6 +22,7 @@ from seldon_load.oip._generated import grpc_predict_v2_pb2 as pb
 from seldon_load.oip.json_codec import OIPServerError, shorten
 from seldon_load.oip.target import Target
 from seldon_load.oip.types import EncodedRequest, InferResponse
+from seldon_load.transport import grpc_status as gs
 from seldon_load.transport import h2, hpack
 from seldon_load.transport import outcome as oc
 from seldon_load.transport.outcome import Outcome
@@ -29,13 +30,13 @@ from seldon_load.transport.tls import TlsConfig
 
 SERVICE = "/inference.GRPCInferenceService/"
 INFER_PATH = SERVICE + "ModelInfer"
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # as --max-response-bytes
 CALLS_PER_CHANNEL = 16
 MAX_CHANNELS = 8
 _KEY_RE = re.compile(r"\A[0-9a-z_.-]+\Z")
 _VALUE_RE = re.compile(r"\A[\x20-\x7e]*\Z")
 _RESERVED = frozenset(("x-request-id", "content-type", "te", "user-agent", "grpc-timeout"))
-_UNREACHABLE = frozenset((h2.UNAVAILABLE, h2.DEADLINE_EXCEEDED))
+_UNREACHABLE = frozenset((gs.UNAVAILABLE, gs.DEADLINE_EXCEEDED))
 
 
 def _metadata(target: Target, headers: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
@@ -56,7 +57,9 @@ def _metadata(target: Target, headers: dict[str, str] | None) -> tuple[tuple[str
 
 
 def result_outcome(code: int, message: str, size: int = 0) -> Outcome:
-    name = h2.status_name(code)
+    if code == gs.TOO_LARGE:
+        return Outcome(False, oc.INVALID_RESPONSE, message, size)
+    name = gs.status_name(code)
     return Outcome(False, oc.grpc_kind(name), shorten(message or name), size)
 
 
@@ -73,7 +76,7 @@ class GrpcClient:
         tls: TlsConfig | None = None,
         validate: bool = True,
         channels: int | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         """``pool_size`` is the expected concurrency (as for REST); each connection multiplexes
         many calls, so it becomes ``pool_size // 16`` connections (1 to 8) unless ``channels``
@@ -104,7 +107,7 @@ class GrpcClient:
         )
         self._h2 = h2.H2Client(
             target.hostname, target.port, target.grpc_address, ssl_context, block, timeout_s,
-            connect_timeout_s, channels, max_message_bytes, f"seldon-load/{__version__}",
+            connect_timeout_s, channels, max_response_bytes, f"seldon-load/{__version__}",
         )
         self._infer_block = self._h2.header_block(INFER_PATH) + hpack.encode_integer(0, 4, 0) + \
             hpack.encode_string(b"x-request-id")
@@ -120,7 +123,7 @@ class GrpcClient:
         body = req if type(req) is bytes else req.body  # type: ignore[union-attr]
         (code, message, data), received = self._h2.call_at(self._infer_block + self._request_id(), body)
         if code:
-            if code == h2.CANCELLED and self._closed:
+            if code == gs.CANCELLED and self._closed:
                 return Outcome(False, oc.CANCELLED, "client closed")
             out = result_outcome(code, message)
             out.received_at = received

@@ -10,21 +10,20 @@ GOAWAY, RST_STREAM, CONTINUATION, flow control both ways, the peer's stream limi
 * the request header block is HPACK-encoded once per client; per call only the
   ``x-request-id`` literal is appended; the gRPC message prefix and frame headers are
   packed in one ``bytes`` operation and the whole request leaves in one ``send``;
-* one reader greenlet per connection parses frames; response header blocks are decoded
-  through a cache (we advertise a zero-size HPACK table, so they repeat byte for byte);
+* one reader greenlet per connection feeds what it reads to the socket-free frame handler
+  (``transport.h2frames``: frames, windows, settings, header blocks, trailers);
 * a finished stream wakes its caller with one loop callback.
 
 Calls never raise for server or network faults: they return ``(code, message, payload)``
-with a gRPC status code (``UNAVAILABLE`` when the connection fails, ``DEADLINE_EXCEEDED``
-when ``timeout_s`` passes, ``CANCELLED`` when the client is closed).
+with a gRPC status code (``grpc_status``: ``UNAVAILABLE`` when the connection fails,
+``DEADLINE_EXCEEDED`` when ``timeout_s`` passes, ``CANCELLED`` when the client is closed,
+``TOO_LARGE`` past ``max_message_bytes``).
 """
 
 from __future__ import annotations
 
-import _socket
 import struct
 from typing import Any
-from urllib.parse import unquote
 
 import gevent
 from gevent import socket
@@ -33,43 +32,33 @@ from gevent.lock import Semaphore
 from greenlet import getcurrent
 
 from seldon_load.transport import hpack
-from seldon_load.transport.deferred import ANC_BYTES, enable_rx_stamps, rx_stamp
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
-S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 0x4, 0x5
-MAX_WINDOW = 2**31 - 1
-DEFAULT_WINDOW = 65535
-_FRAME = struct.Struct(">BHBBI")  # 24-bit length as (high byte, low 16 bits), type, flags, stream
-_GRPC_PREFIX = struct.Struct(">BI")
-_RECV_BYTES = 256 * 1024
-_WINDOW_REFILL = 2**30
-
-# gRPC status codes (grpc/status.h)
-OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE = 0, 1, 2, 4, 8, 13, 14
-STATUS_NAMES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+from seldon_load.transport.connect import ConnectTimeout, open_socket
+from seldon_load.transport.grpc_status import CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE
+from seldon_load.transport.h2frames import (
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FRAME,
+    GRPC_PREFIX,
+    HEADERS,
+    MAX_WINDOW,
+    PREFACE,
+    S_ENABLE_PUSH,
+    S_HEADER_TABLE_SIZE,
+    S_INITIAL_WINDOW_SIZE,
+    SETTINGS,
+    WINDOW_UPDATE,
+    ConnectionFailed,
+    FrameHandler,
+    Result,
+    Stream,
+    frame,
 )
-# HTTP status -> gRPC code when a server or proxy answers without gRPC (gRPC's http-grpc-status-mapping)
-_HTTP_TO_GRPC = {400: INTERNAL, 401: 16, 403: 7, 404: 12, 429: UNAVAILABLE, 502: UNAVAILABLE, 503: UNAVAILABLE,
-                 504: UNAVAILABLE}
-# RST_STREAM / GOAWAY error codes -> gRPC code
-_H2_ERROR_TO_GRPC = {0x7: UNAVAILABLE, 0x8: CANCELLED, 0xB: RESOURCE_EXHAUSTED, 0xC: 7}
+from seldon_load.transport.rxstamp import ANC_BYTES, enable_rx_stamps, rx_stamp
 
-Result = tuple[int, str, bytes]  # gRPC status code, message, response message (payload only)
-
-
-def status_name(code: int) -> str:
-    return STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else "UNKNOWN"
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    n = len(payload)
-    return _FRAME.pack(n >> 16, n & 0xFFFF, kind, flags, stream_id) + payload
+_RECV_BYTES = 256 * 1024
 
 
 def grpc_timeout(timeout_s: float) -> str:
@@ -78,53 +67,20 @@ def grpc_timeout(timeout_s: float) -> str:
     return f"{ms}m" if ms < 10**8 else f"{min(int(timeout_s), 10**8 - 1)}S"
 
 
-class _Stream:
-    __slots__ = ("id", "waiter", "headers_seen", "http_status", "content_type", "parts", "result", "send_window",
-                 "received_at")
-
-    def __init__(self, stream_id: int, waiter: Any, send_window: int) -> None:
-        self.id = stream_id
-        self.waiter = waiter
-        self.headers_seen = False
-        self.http_status = 0
-        self.content_type = ""
-        self.parts: list[bytes] = []
-        self.result: Result | None = None
-        self.send_window = send_window
-        self.received_at: float | None = None  # the kernel's receive time of the read that ended it
-
-
-class ConnectionFailed(Exception):
-    """The connection could not be made or broke (becomes gRPC UNAVAILABLE)."""
-
-
-class H2Connection:
+class H2Connection(FrameHandler):
     """One HTTP/2 connection: many concurrent streams, one reader greenlet."""
 
     def __init__(self, sock: Any, plain: bool, hub: Any, max_message_bytes: int) -> None:
+        super().__init__(max_message_bytes)
         self.sock = sock
         self.plain = plain
         self.hub = hub
-        self.max_message_bytes = max_message_bytes
-        self.streams: dict[int, _Stream] = {}
-        self.next_id = 1
-        self.send_window = DEFAULT_WINDOW
-        self.peer_initial_window = DEFAULT_WINDOW
-        self.peer_max_frame = 16384
-        self.peer_max_streams = 2**31
-        self.recv_unacked = 0
-        self.usable = True  # no GOAWAY, not broken
-        self.error = ""
-        self.decoder = hpack.Decoder(4096)
         self._lock = Semaphore()
         self._window_waiters: list[Any] = []
-        self._headers_pending: tuple[int, int, list[bytes]] | None = None
         # cleartext reads carry the kernel's receive stamp: a stream's end is timed when its last
         # bytes arrived, not when this reader's greenlet got round to them (as REST answers are)
         self.stamped = plain and enable_rx_stamps(sock)
-        self.rx_at: float | None = None
         if plain:
-            sock.setblocking(False)
             self._read = hub.loop.io(sock.fileno(), 1)
             self._write = hub.loop.io(sock.fileno(), 2)
         settings = b"".join(struct.pack(">HI", k, v) for k, v in (
@@ -160,14 +116,7 @@ class H2Connection:
         finally:
             watcher.stop()
 
-    def open_stream(self, waiter: Any) -> _Stream:
-        stream_id = self.next_id
-        self.next_id += 2
-        stream = _Stream(stream_id, waiter, self.peer_initial_window)
-        self.streams[stream_id] = stream
-        return stream
-
-    def send_request(self, stream: _Stream, header_block: bytes, message: bytes) -> None:
+    def send_request(self, stream: Stream, header_block: bytes, message: bytes) -> None:
         """HEADERS and the gRPC message in DATA frames, within the peer's flow-control windows."""
         size = len(message) + 5
         sid = stream.id
@@ -175,17 +124,17 @@ class H2Connection:
                 and len(header_block) <= self.peer_max_frame):
             self.send_window -= size
             stream.send_window -= size
-            self.send(_FRAME.pack(len(header_block) >> 16, len(header_block) & 0xFFFF, HEADERS, END_HEADERS, sid)
+            self.send(FRAME.pack(len(header_block) >> 16, len(header_block) & 0xFFFF, HEADERS, END_HEADERS, sid)
                       + header_block
-                      + _FRAME.pack(size >> 16, size & 0xFFFF, DATA, END_STREAM, sid)
-                      + _GRPC_PREFIX.pack(0, len(message)) + message)
+                      + FRAME.pack(size >> 16, size & 0xFFFF, DATA, END_STREAM, sid)
+                      + GRPC_PREFIX.pack(0, len(message)) + message)
             return
         step = self.peer_max_frame
         chunks = [header_block[i : i + step] for i in range(0, len(header_block), step)] or [b""]
         self.send(b"".join(
             frame(HEADERS if i == 0 else CONTINUATION, END_HEADERS if i == len(chunks) - 1 else 0, sid, chunk)
             for i, chunk in enumerate(chunks)))
-        body = memoryview(_GRPC_PREFIX.pack(0, len(message)) + message)
+        body = memoryview(GRPC_PREFIX.pack(0, len(message)) + message)
         pos = 0
         while pos < len(body):
             while min(self.send_window, stream.send_window) <= 0:
@@ -203,13 +152,6 @@ class H2Connection:
             last = pos + n >= len(body)
             self.send(frame(DATA, END_STREAM if last else 0, sid, bytes(body[pos : pos + n])))
             pos += n
-
-    def cancel_stream(self, stream: _Stream) -> None:
-        if self.streams.pop(stream.id, None) is not None and self.usable:
-            try:
-                self.send(frame(RST_STREAM, 0, stream.id, struct.pack(">I", 0x8)))
-            except OSError:
-                pass
 
     # ---------------------------------------------------------------- receiving
     def _recv_into(self, view: memoryview, drained: bool) -> int:
@@ -232,180 +174,22 @@ class H2Connection:
     def _read_loop(self) -> None:
         buf = bytearray(_RECV_BYTES)
         view = memoryview(buf)
-        pending = b""
         n = 0
         try:
             while True:
                 n = self._recv_into(view, 0 < n < _RECV_BYTES)
                 if n == 0:
                     raise ConnectionFailed("connection closed by the server")
-                data = pending + view[:n] if pending else bytes(view[:n])
-                pos = self._frames(data)
-                pending = data[pos:]
+                self.feed(bytes(view[:n]))
         except (OSError, ConnectionFailed, hpack.HPACKError, struct.error) as exc:
             self.fail(str(exc) or type(exc).__name__)
         except gevent.GreenletExit:
             self.fail("client closed", CANCELLED)
 
-    def _frames(self, data: bytes) -> int:
-        pos = 0
-        end = len(data)
-        unpack = _FRAME.unpack_from
-        while end - pos >= 9:
-            hi, lo, kind, flags, sid = unpack(data, pos)
-            length = (hi << 16) | lo
-            if end - pos - 9 < length:
-                break
-            payload = data[pos + 9 : pos + 9 + length]
-            pos += 9 + length
-            sid &= 0x7FFFFFFF
-            if kind == DATA:
-                self._on_data(sid, flags, payload, length)
-            elif kind == HEADERS or kind == CONTINUATION:
-                self._on_headers(kind, sid, flags, payload)
-            elif kind == SETTINGS:
-                self._on_settings(flags, payload)
-            elif kind == WINDOW_UPDATE:
-                self._on_window_update(sid, payload)
-            elif kind == PING:
-                if not flags & ACK:
-                    self.send(frame(PING, ACK, 0, payload))
-            elif kind == RST_STREAM:
-                code = struct.unpack(">I", payload)[0]
-                self._finish(sid, _H2_ERROR_TO_GRPC.get(code, INTERNAL), f"stream reset by the server (code {code})")
-            elif kind == GOAWAY:
-                self._on_goaway(payload)
-            elif kind == PUSH_PROMISE:
-                raise ConnectionFailed("server push was disabled but the server pushed")
-        return pos
-
-    def _on_data(self, sid: int, flags: int, payload: bytes, length: int) -> None:
-        self.recv_unacked += length
-        if self.recv_unacked >= _WINDOW_REFILL:
-            self.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
-            self.recv_unacked = 0
-        stream = self.streams.get(sid)
-        if stream is None:
-            return
-        if flags & PADDED:
-            payload = payload[1 : len(payload) - payload[0]]
-        stream.parts.append(payload)
-        if flags & END_STREAM:
-            self._finish(sid, INTERNAL, "stream ended without gRPC trailers")
-
-    def _on_headers(self, kind: int, sid: int, flags: int, payload: bytes) -> None:
-        if kind == HEADERS:
-            if flags & PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            if not flags & END_HEADERS:
-                self._headers_pending = (sid, flags, [payload])
-                return
-            block, end_stream = payload, flags & END_STREAM
-        else:
-            pending = self._headers_pending
-            if pending is None or pending[0] != sid:
-                raise ConnectionFailed("unexpected CONTINUATION frame")
-            pending[2].append(payload)
-            if not flags & END_HEADERS:
-                return
-            self._headers_pending = None
-            block, end_stream = b"".join(pending[2]), pending[1] & END_STREAM
-        headers = self.decoder.decode(block)  # always, to keep the table in step
-        stream = self.streams.get(sid)
-        if stream is None:
-            return
-        if not stream.headers_seen:
-            stream.headers_seen = True
-            for name, value in headers:
-                if name == ":status":
-                    stream.http_status = int(value) if value.isascii() and value.isdigit() else 0
-                elif name == "content-type":
-                    stream.content_type = value
-            if stream.http_status != 200:
-                code = _HTTP_TO_GRPC.get(stream.http_status, UNKNOWN)
-                self._finish(sid, code, f"Received http2 header with status: {stream.http_status}")
-                return
-            if not end_stream:
-                return
-        elif not end_stream:
-            raise ConnectionFailed("trailers without END_STREAM")
-        self._trailers(stream, headers)
-
-    def _trailers(self, stream: _Stream, headers: tuple[tuple[str, str], ...]) -> None:
-        code, message = None, ""
-        for name, value in headers:
-            if name == "grpc-status":
-                code = int(value) if value.isascii() and value.isdigit() else UNKNOWN
-            elif name == "grpc-message":
-                message = unquote(value)
-        if code is None:
-            self._finish(stream.id, UNKNOWN, "no grpc-status in the answer")
-            return
-        if code != OK:
-            self._finish(stream.id, code, message)
-            return
-        if not stream.content_type.startswith("application/grpc"):
-            self._finish(stream.id, UNKNOWN, f"invalid content-type {stream.content_type[:60]!r}")
-            return
-        data = stream.parts[0] if len(stream.parts) == 1 else b"".join(stream.parts)
-        if len(data) < 5:
-            self._finish(stream.id, INTERNAL, "answer without a complete gRPC message")
-            return
-        compressed, size = _GRPC_PREFIX.unpack_from(data)
-        if compressed:
-            self._finish(stream.id, INTERNAL, "compressed gRPC messages are not supported")
-        elif size > self.max_message_bytes:
-            self._finish(stream.id, RESOURCE_EXHAUSTED,
-                         f"received message larger than max ({size} vs. {self.max_message_bytes})")
-        elif size != len(data) - 5:
-            self._finish(stream.id, INTERNAL, "a unary answer must hold exactly one gRPC message")
-        else:
-            self._finish(stream.id, OK, "", data[5:])
-
-    def _on_settings(self, flags: int, payload: bytes) -> None:
-        if flags & ACK:
-            return
-        for i in range(0, len(payload) - 5, 6):
-            key, value = struct.unpack_from(">HI", payload, i)
-            if key == S_INITIAL_WINDOW_SIZE:
-                delta = value - self.peer_initial_window
-                self.peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-            elif key == S_MAX_FRAME_SIZE:
-                self.peer_max_frame = value
-            elif key == S_MAX_CONCURRENT_STREAMS:
-                self.peer_max_streams = value
-        self.send(frame(SETTINGS, ACK, 0))
-        self._wake_window_waiters()
-
-    def _on_window_update(self, sid: int, payload: bytes) -> None:
-        increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
-        if sid == 0:
-            self.send_window += increment
-        else:
-            stream = self.streams.get(sid)
-            if stream is None:
-                return
-            stream.send_window += increment
-        self._wake_window_waiters()
-
     def _wake_window_waiters(self) -> None:
         waiters, self._window_waiters = self._window_waiters, []
         for g in waiters:
             self.hub.loop.run_callback(g.switch)
-
-    def _on_goaway(self, payload: bytes) -> None:
-        last_id, code = struct.unpack_from(">II", payload)
-        last_id &= 0x7FFFFFFF
-        self.usable = False
-        self.error = f"server closed the connection (GOAWAY code {code})"
-        for sid in [s for s in self.streams if s > last_id]:
-            self._finish(sid, UNAVAILABLE, self.error)
-        if not self.streams:
-            raise ConnectionFailed(self.error)
 
     def _finish(self, sid: int, code: int, message: str, data: bytes = b"") -> None:
         stream = self.streams.pop(sid, None)
@@ -482,28 +266,21 @@ class H2Client:
 
     def _connect(self) -> H2Connection:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
-        except TimeoutError:
-            raise ConnectionFailed(f"connect timed out after {self.connect_timeout_s:g} s") from None
+            sock, plain = open_socket(self.host, self.port, self.connect_timeout_s, self.ssl_context)
+        except ConnectTimeout as exc:
+            raise ConnectionFailed(str(exc)) from None
         except ConnectionRefusedError:
             raise ConnectionFailed("connection refused") from None
         except socket.gaierror as exc:
             raise ConnectionFailed(f"cannot resolve host name ({exc.strerror or exc})") from None
         except OSError as exc:
+            if self.ssl_context is not None:
+                raise ConnectionFailed(f"TLS handshake failed: {exc}") from None
             raise ConnectionFailed(exc.strerror or str(exc)) from None
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                try:
-                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-                except OSError as exc:
-                    raise ConnectionFailed(f"TLS handshake failed: {exc}") from None
-                if sock.selected_alpn_protocol() != "h2":
-                    raise ConnectionFailed("the server does not speak HTTP/2 over TLS (ALPN h2)")
-                sock.settimeout(None)
-                return H2Connection(sock, False, self.hub, self.max_message_bytes)
-            raw = _socket.socket(sock.family, sock.type, sock.proto, sock.detach())
-            return H2Connection(raw, True, self.hub, self.max_message_bytes)
+            if not plain and sock.selected_alpn_protocol() != "h2":
+                raise ConnectionFailed("the server does not speak HTTP/2 over TLS (ALPN h2)")
+            return H2Connection(sock, plain, self.hub, self.max_message_bytes)
         except BaseException:
             sock.close()
             raise
@@ -569,7 +346,7 @@ class H2Client:
                 timers.append(timer)
         return stream.result, stream.received_at
 
-    def _expire(self, conn: H2Connection, stream: _Stream) -> None:
+    def _expire(self, conn: H2Connection, stream: Stream) -> None:
         if stream.result is None:
             conn.cancel_stream(stream)
             stream.result = (DEADLINE_EXCEEDED, "Deadline Exceeded", b"")

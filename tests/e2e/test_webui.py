@@ -42,7 +42,9 @@ def test_web_ui_tab_shows_live_stage_table(testbed, tmp_path):
                      and c.status == psutil.CONN_LISTEN]
         assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
         data = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1, "host": testbed.rest_url}).encode()
-        with urllib.request.urlopen(urllib.request.Request(base + "/swarm", data=data), timeout=10) as r:
+        # a browser on the UI's own page sends its origin; the UI refuses a POST without it
+        req = urllib.request.Request(base + "/swarm", data=data, headers={"Origin": base})
+        with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200
         rows = []
         for _ in range(60):

@@ -9,7 +9,12 @@ misbehaves, as chosen by ``--mode``:
   protocol in turn, request by request;
 * ``--ok-first S`` / ``--ok-after S``: answer correctly for the first S seconds after the first
   inference request / again from S seconds on (the fault happens mid-stage);
-* ``silent``: listen on both ports and accept, but never read or answer (a hung server).
+* ``silent``: listen on both ports and accept, but never read or answer (a hung server);
+* ``--metadata-mode endless|flood``: the REST metadata answer is an endless chunked stream
+  (slow, or as fast as the socket takes it).
+
+Behaviours left out of ``mix`` (``WIRE``) are wire faults with tests of their own: answers
+that never end, that are larger than the client's bound, or whose framing is ambiguous.
 
 ``GET /_stats`` on the REST port returns how many answers of each behaviour were *completed*
 (both protocols), so a test can compare what the client counted with what the server sent.
@@ -57,7 +62,18 @@ REST: dict[str, str | None] = {
     "truncated_body": "invalid_response",  # Content-Length promises more than is sent
     "drip": "timeout",  # the answer trickles in slower than --request-timeout
     "hang": "timeout",  # reads the request, never answers
+    # wire faults (not in the mix)
+    "endless_chunked": "timeout",  # a chunked answer whose chunks keep coming, slowly
+    "flood_chunked": "invalid_response",  # chunks as fast as the socket takes them, never a last one
+    "conflicting_length": "invalid_response",  # two differing Content-Length fields
+    "te_and_length": "invalid_response",  # Transfer-Encoding: chunked and a Content-Length
+    "unknown_coding": "invalid_response",  # Transfer-Encoding: gzip, chunked
+    "oversized": None,  # a valid answer of OVERSIZED_BYTES (invalid past --max-response-bytes)
 }
+WIRE = ("endless_chunked", "flood_chunked", "conflicting_length", "te_and_length", "unknown_coding", "oversized")
+OVERSIZED_BYTES = 2 * 2**20
+ENDLESS_CHUNK = b"400\r\n" + b" " * 1024 + b"\r\n"  # 1 KiB of JSON white space per chunk
+ENDLESS_INTERVAL_S = 0.005
 GRPC: dict[str, str | None] = {
     "ok": None,
     "unavailable": "grpc_UNAVAILABLE",
@@ -68,19 +84,21 @@ GRPC: dict[str, str | None] = {
     "truncated_tensor": "invalid_response",  # 4 raw bytes for a [1, 2] FP32 tensor
     "wrong_shape": "invalid_response",  # 3 typed values for shape [1, 2]
     "hang": "grpc_DEADLINE_EXCEEDED",  # never answers: the client's deadline ends it
+    "oversized": None,  # a valid answer of OVERSIZED_BYTES (invalid past --max-response-bytes)
 }
 # what `mix` cycles through, request by request; `mix:a,b,c` cycles through a, b, c instead.
 # `hang` (gRPC) is left out: its deadline would slow every mixed run down (it has its own test).
-MIX_REST = [b for b in REST if b != "ok"] + ["ok"] * 4
-MIX_GRPC = [b for b in GRPC if b != "ok" and b != "hang"] + ["ok"] * 4
+MIX_REST = [b for b in REST if b != "ok" and b not in WIRE] + ["ok"] * 4
+MIX_GRPC = [b for b in GRPC if b != "ok" and b != "hang" and b not in WIRE] + ["ok"] * 4
 
 
 class State:
     """What to do for the next inference request, and what was done so far."""
 
     def __init__(self, mode: str, ok_first_s: float, ok_after_s: float | None, message: str,
-                 echo_headers: bool) -> None:
+                 echo_headers: bool, metadata_mode: str = "ok") -> None:
         self.mode = mode
+        self.metadata_mode = metadata_mode
         self.ok_first_s = ok_first_s
         self.ok_after_s = ok_after_s
         self.message = message
@@ -155,6 +173,8 @@ def make_rest_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 self._json(200, dict(state.counts))
             elif path.startswith("/v2/health/") or path.endswith("/ready"):
                 self._json(200, {"ready": True})
+            elif path.startswith("/v2/models/") and state.metadata_mode != "ok":
+                self._b_endless_chunked("", interval_s=0 if state.metadata_mode == "flood" else ENDLESS_INTERVAL_S)
             elif path.startswith("/v2/models/"):
                 name = path.split("/")[3]
                 self._json(200, {"name": name, "platform": "badserver", "versions": ["1"],
@@ -232,6 +252,51 @@ def make_rest_handler(state: State) -> type[BaseHTTPRequestHandler]:
             state.hang(lambda: _peer_open(self.connection))
             self.close_connection = True
 
+        def _head(self, *fields: tuple[str, str]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            for name, value in fields:
+                self.send_header(name, value)
+            self.end_headers()
+
+        def _b_endless_chunked(self, message: str, interval_s: float = ENDLESS_INTERVAL_S) -> None:
+            self._head(("Transfer-Encoding", "chunked"))
+            self.wfile.write(b"%x\r\n{\r\n" % 1)
+            deadline = time.monotonic() + HANG_LIMIT_S
+            try:
+                while time.monotonic() < deadline and not state.stopping.is_set():
+                    self.wfile.write(ENDLESS_CHUNK)
+                    self.wfile.flush()
+                    if interval_s:
+                        time.sleep(interval_s)
+            except OSError:
+                pass  # the client gave up and closed: the point
+            self.close_connection = True
+
+        def _b_flood_chunked(self, message: str) -> None:
+            self._b_endless_chunked(message, interval_s=0)
+
+        def _framed(self, *fields: tuple[str, str]) -> None:
+            body = json.dumps({"model_name": "m", "outputs": [OK_OUTPUT]}).encode()
+            self._head(*fields)
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def _b_conflicting_length(self, message: str) -> None:
+            n = len(json.dumps({"model_name": "m", "outputs": [OK_OUTPUT]}).encode())
+            self._framed(("Content-Length", str(n)), ("Content-Length", str(n - 10)))
+
+        def _b_te_and_length(self, message: str) -> None:
+            n = len(json.dumps({"model_name": "m", "outputs": [OK_OUTPUT]}).encode())
+            self._framed(("Transfer-Encoding", "chunked"), ("Content-Length", str(n)))
+
+        def _b_unknown_coding(self, message: str) -> None:
+            self._framed(("Transfer-Encoding", "gzip, chunked"))
+
+        def _b_oversized(self, message: str) -> None:
+            self._send(200, _oversized_json())
+
     return Handler
 
 
@@ -259,6 +324,12 @@ class _RestServer(ThreadingHTTPServer):
 
 
 # ----------------------------------------------------------------------------- gRPC
+
+
+def _oversized_json() -> bytes:
+    """A valid OIP answer of OVERSIZED_BYTES: the tensor padded with JSON white space."""
+    body = json.dumps({"model_name": "m", "outputs": [OK_OUTPUT]}).encode()
+    return body[:-1] + b" " * (OVERSIZED_BYTES - len(body)) + b"}"
 
 
 def _ok_response() -> bytes:
@@ -303,6 +374,10 @@ def make_grpc_handler(state: State) -> grpc.GenericRpcHandler:
                 return msg.SerializeToString()
             if behaviour == "hang":
                 state.hang(context.is_active)
+            if behaviour == "oversized":
+                msg = pb.ModelInferResponse.FromString(_ok_response())
+                msg.parameters["pad"].string_param = "x" * OVERSIZED_BYTES
+                return msg.SerializeToString()
             return _ok_response()
         finally:
             state.done("grpc", behaviour)
@@ -374,11 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ok-after", type=float, default=None)
     p.add_argument("--message", default="injected fault")
     p.add_argument("--echo-headers", action="store_true")
+    p.add_argument("--metadata-mode", choices=("ok", "endless", "flood"), default="ok")
     p.add_argument("--tls-cert", help="serve TLS (REST and gRPC) with this certificate and --tls-key")
     p.add_argument("--tls-key")
     p.add_argument("--tls-client-ca", help="with --tls-cert: require a client certificate signed by this CA")
     a = p.parse_args(argv)
-    state = State(a.mode, a.ok_first, a.ok_after, a.message, a.echo_headers)
+    state = State(a.mode, a.ok_first, a.ok_after, a.message, a.echo_headers, a.metadata_mode)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if a.mode == "silent":

@@ -4,7 +4,8 @@ its handlers are installed (Locust drops it)."""
 
 from locust import events
 
-from seldon_load.plugin import PLAN, SeldonLoadShape  # noqa: F401  (registers options and events)
+from seldon_load.locust.messages import PLAN
+from seldon_load.plugin import SeldonLoadShape  # noqa: F401  (registers options and events)
 from seldon_load.users import OIPUser, OpenLoopUser  # noqa: F401
 
 

@@ -18,7 +18,7 @@ import orjson
 import psutil
 import pytest
 
-from seldon_load.plugin import MASTER_HEARTBEAT_TIMEOUT_S
+from seldon_load.locust.patches import MASTER_HEARTBEAT_TIMEOUT_S
 from seldon_load.testbed.server import Testbed
 from tests.faults.conftest import (
     ROOT,

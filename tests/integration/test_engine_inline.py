@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from gevent.hub import get_hub
 
+from seldon_load.load.batcher import ReadBatcher
 from seldon_load.load.engine import HUB_EVERY_S, OpenLoopEngine, WorkerSchedule
 from seldon_load.load.plan import RatePlan, parse_stages
 from seldon_load.measure.recorder import Recorder
 from seldon_load.oip.payload import encode_for
 from seldon_load.oip.target import parse_target
 from seldon_load.oip.types import InferRequest, Tensor
-from seldon_load.transport.deferred import ReadBatcher
 from seldon_load.transport.outcome import Outcome
 from seldon_load.transport.rest import RestClient
 

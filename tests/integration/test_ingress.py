@@ -30,7 +30,7 @@ from seldon_load.oip.target import parse_target
 from seldon_load.oip.types import InferRequest, Tensor
 from seldon_load.testbed.ingress import Ingress, IngressPorts
 from seldon_load.testbed.server import PIPELINES, Testbed
-from seldon_load.transport import make_client
+from seldon_load.transport.clients import make_client
 from seldon_load.transport.tls import TlsConfig
 from tests.helpers.run import seldon_load
 

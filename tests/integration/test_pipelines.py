@@ -33,7 +33,7 @@ from seldon_load.oip.payload import encode_for
 from seldon_load.oip.target import parse_target
 from seldon_load.oip.types import InferRequest, Tensor
 from seldon_load.testbed.server import PIPELINES_DIR, SYNTH_MODELS, Testbed, TestbedConfig
-from seldon_load.transport import make_client
+from seldon_load.transport.clients import make_client
 from tests.helpers.run import assert_accounting, seldon_load
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from seldon_load.errors import ConfigError, OIPError, TargetError
 from seldon_load.oip.payload import build_payload_pool, encode_for
 from seldon_load.oip.target import Target, parse_target
 from seldon_load.oip.types import InferRequest, Tensor
-from seldon_load.transport import make_client
+from seldon_load.transport.clients import make_client
 from seldon_load.transport.grpc import GrpcClient
 from seldon_load.transport.rest import RestClient
 from seldon_load.transport.tls import TlsConfig

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from seldon_load import cli
-from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.errors import ConfigError
 from seldon_load.oip.payload import load_request_file
+from seldon_load.pipelines import read_pipelines
 
 HOST = "http://127.0.0.1:9"  # nothing may be sent; nothing listens there either
 SECRET = "s3cr3t-T0ken-value"
@@ -240,3 +240,112 @@ def test_pipeline_spec_yaml_is_never_executed(tmp_path: Path):
     with pytest.raises(ConfigError):
         read_pipelines(path)
     assert not marker.exists()
+
+
+# ---- say exactly what is wrong (issue: a non-ASCII value was "not one line of text")
+
+@pytest.mark.parametrize(("header", "needle"), [
+    (f"X-Token: {SECRET}é", "header value must be ASCII (character 19 is not)"),
+    (f"X-Token: {SECRET}€", "header value must be ASCII"),
+    (f"X-Token: {SECRET}\x1b[31m", "header value must not contain control characters (character 19)"),
+    (f"X-Token: {SECRET}\x00", "must not contain control characters"),
+    (f"X-Token: {SECRET}\r\nX-Injected: 1", "the value must be one line (a line break at character 19)"),
+])
+def test_bad_header_values_say_what_is_wrong(no_load, capsys, header, needle):
+    code, err = run_cli(["--host", HOST, *S, "--header", header], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert needle in line and "number 1 of 1" in line
+    assert SECRET not in err
+
+
+@pytest.mark.parametrize(("host", "needle"), [
+    ("http://127.0.0.1:８０８０", "the port must be ASCII digits"),
+    ("127.0.0.1:８０８１", "the port must be ASCII digits"),
+    ("grpc://127.0.0.1:8０81", "the port must be ASCII digits"),
+    ("http://１２７.0.0.1:9", "the host name must be ASCII"),
+    ("http://bücher.example:9", "xn-- form"),
+    ("http://a\x1bb:9", "control characters"),
+])
+def test_bad_hosts_say_what_is_wrong(no_load, capsys, host, needle):
+    code, err = run_cli(["--host", host, *S], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert needle in line and "header" not in line
+    assert "\x1b" not in err
+
+
+def test_control_characters_in_user_text_never_reach_the_console_raw(no_load, capsys, tmp_path: Path):
+    forged = "\nseldon-load: all thresholds passed\x1b[2J"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for args in (["--results", str(blocker / forged)], ["--payload", str(tmp_path / forged)],
+                 ["--users", forged], ["--pipeline-spec", str(tmp_path / forged)]):
+        code, err = run_cli(["--host", HOST, *S, *args], capsys)
+        assert code == 2, args
+        line = one_line(err)  # the newline did not start a line of its own
+        assert "\x1b" not in err and "\\n" in line, line
+
+
+def test_master_bind_port_after_the_double_dash(no_load, capsys):
+    for extra, needle in ((["--master-bind-port", "0"], "between 1 and 65535 (got 0)"),
+                          (["--master-bind-port", "70000"], "between 1 and 65535"),
+                          (["--master-bind-port", "x"], "invalid int value")):
+        code, err = run_cli(["--host", HOST, *S, "--workers", "2", "--", *extra], capsys)
+        assert code == 2
+        assert needle in one_line(err)
+
+
+def test_master_bind_options_after_the_double_dash_are_read_as_locust_reads_them():
+    assert cli.master_bind([]) == (None, None)
+    assert cli.master_bind(["--csv", "x", "--master-bind-port", "6000"]) == (None, 6000)
+    assert cli.master_bind(["--master-bind-port=6001", "--master-bind-host", "0.0.0.0"]) == ("0.0.0.0", 6001)
+    assert cli.master_bind(["--master-bind-p", "6002"]) == (None, 6002)  # argparse abbreviations too
+
+
+def test_huge_or_special_spec_and_tls_files_are_refused_unread(no_load, capsys, tmp_path: Path):
+    import os
+
+    huge = tmp_path / "spec.yaml"
+    with huge.open("wb") as f:  # sparse: no disk used
+        f.truncate(2**20 + 1)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big_ca = tmp_path / "ca.pem"
+    with big_ca.open("wb") as f:
+        f.truncate(16 * 2**20 + 1)
+    for args, needle in ((["--pipeline-spec", str(huge)], "larger than 1 MiB"),
+                         (["--pipeline-spec", str(fifo)], "not a regular file"),
+                         (["--payload", str(fifo)], "not a regular file"),
+                         (["--payload", "/dev/zero"], "not a regular file")):
+        code, err = run_cli(["--host", HOST, *S, *args], capsys)
+        assert code == 2 and needle in one_line(err), (args, err)
+    code, err = run_cli(["--host", "https://127.0.0.1:9", *S, "--ca-file", str(big_ca)], capsys)
+    assert code == 2 and "larger than 16 MiB" in one_line(err)
+
+
+def test_payload_file_that_is_a_fifo_or_device_is_refused_without_blocking(tmp_path: Path):
+    import os
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"is not a file \(a FIFO\)"):
+        load_request_file(fifo)  # an open() would wait for a writer for ever
+    with pytest.raises(ConfigError, match=r"is not a file \(a device\)"):
+        load_request_file("/dev/zero")
+
+
+def test_every_error_message_is_one_bounded_printable_line():
+    err = ConfigError("x" * 10**6 + "\n\x1b[2J")
+    text = str(err)
+    assert len(text) < 2100 and text.isprintable() and "more characters" in text
+
+
+def test_a_pipeline_spec_is_read_before_locust_starts(no_load, capsys, tmp_path: Path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + f"\n{SPEC_HEAD}  - name: a\n    inputs: *l8\n")
+    code, err = run_cli(["--host", HOST, *S, "--pipeline-spec", str(bomb)], capsys)
+    assert code == 2
+    assert "more than 50000 YAML nodes" in one_line(err)

@@ -13,11 +13,10 @@ from seldon_load.analyze.dag import (
     depth,
     layout,
     overhead,
-    pipeline_capacity,
     stage_hops,
 )
-from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.errors import ConfigError
+from seldon_load.pipelines import read_pipelines
 
 PIPELINES_DIR = pathlib.Path(__file__).parents[2] / "seldon_load" / "testbed" / "pipelines"
 LINEAR = read_pipelines(PIPELINES_DIR / "linear.yaml")[0]
@@ -81,7 +80,6 @@ def test_missing_latency_is_a_config_error():
 def test_bottleneck_and_capacity():
     caps = {"synth-1ms": 900.0, "synth-2ms": 450.0, "synth-8ms": 120.0, "join-1ms": 880.0}
     assert bottleneck(caps) == ("synth-8ms", 120.0)
-    assert pipeline_capacity(caps) == 120.0
     assert bottleneck({"x": 5.0, "y": 5.0}) == ("x", 5.0)
     with pytest.raises(ConfigError):
         bottleneck({})

@@ -100,7 +100,7 @@ def test_bad_experiment_files(tmp_path, text: str, message: str) -> None:
 def test_experiment_file_size_cap(tmp_path) -> None:
     f = tmp_path / "plan.yaml"
     f.write_bytes(b"#" * ((1 << 20) + 10))
-    with pytest.raises(ConfigError, match="larger than"):
+    with pytest.raises(ConfigError, match="the limit is 1 MiB"):
         build_plan([], [], str(f), KNOWN)
     with pytest.raises(ConfigError, match="experiment file"):
         build_plan([], [], str(tmp_path / "missing.yaml"), KNOWN)

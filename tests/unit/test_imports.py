@@ -24,7 +24,7 @@ def module_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _runtime_nodes(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 deps.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module:
@@ -32,6 +32,18 @@ def module_graph() -> dict[str, set[str]]:
                 deps.update(f"{node.module}.{alias.name}" for alias in node.names)  # from pkg import module
         graph[name] = {d for d in deps if d in files and d != name}
     return graph
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node but those under ``if TYPE_CHECKING:`` (annotations only, never imported at run time)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
 
 
 def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
@@ -87,6 +99,16 @@ def test_no_command_or_testbed_module_is_in_an_import_cycle() -> None:
     assert set(COMMAND_MODULES) <= set(graph)
     ours = [c for c in cycles(graph) if any(m in COMMAND_MODULES or m.startswith("seldon_load.testbed") for m in c)]
     assert ours == []
+
+
+def test_no_module_of_the_package_is_in_an_import_cycle() -> None:
+    assert cycles(module_graph()) == []
+
+
+def test_type_checking_imports_are_not_run_time_edges() -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\nimport c\n")
+    names = {alias.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for alias in n.names}
+    assert names == {"b", "c"}
 
 
 def test_demo_and_isolate_start_locust_through_the_launcher() -> None:

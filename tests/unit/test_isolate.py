@@ -17,8 +17,8 @@ import pytest
 
 from seldon_load import cli, isolate, launcher, step_payloads
 from seldon_load.analyze.pipeline_results import pipeline_section
-from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.oip.types import InferRequest, InferResponse, Tensor
+from seldon_load.pipelines import read_pipelines
 from seldon_load.report.rebuild import write_all
 
 SPEC = pathlib.Path(__file__).parents[2] / "seldon_load" / "testbed" / "pipelines" / "linear.yaml"

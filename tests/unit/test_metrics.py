@@ -129,7 +129,7 @@ def test_parse_what_mlserver_really_records():
 
 
 def test_analyze_imports_neither_locust_nor_gevent():
-    code = ("import sys; import seldon_load.analyze.metrics, seldon_load.analyze.dag, seldon_load.analyze.pipeline_spec; "
+    code = ("import sys; import seldon_load.analyze.metrics, seldon_load.analyze.dag, seldon_load.pipelines; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent')))")
     repo = pathlib.Path(__file__).parents[2]
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60,

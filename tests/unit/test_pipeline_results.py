@@ -17,7 +17,7 @@ from seldon_load.analyze.pipeline_results import (
     pipeline_section,
     stage_windows,
 )
-from seldon_load.analyze.pipeline_spec import read_pipelines
+from seldon_load.pipelines import read_pipelines
 from seldon_load.report.html import render_html
 
 PIPELINES_DIR = pathlib.Path(__file__).parents[2] / "seldon_load" / "testbed" / "pipelines"

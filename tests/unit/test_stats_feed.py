@@ -56,11 +56,11 @@ def _summary(entry) -> dict:
 
 
 def test_batched_statistics_equal_one_event_per_answer(monkeypatch):
-    import seldon_load.users as users
+    from seldon_load.locust import patches
 
     batches = []
-    extend = users._extend_stats
-    monkeypatch.setattr(users, "_extend_stats", lambda *a: (batches.append(len(a[3])), extend(*a)))
+    extend = patches.extend_stats
+    monkeypatch.setattr(patches, "extend_stats", lambda *a: (batches.append(len(a[3])), extend(*a)))
     answers = _answers(1000)
     bulk, reference = _env(), _env()
     _feed(bulk, answers)

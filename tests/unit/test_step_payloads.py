@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from seldon_load import cli, isolate, launcher
-from seldon_load.analyze.pipeline_spec import read_pipelines
 from seldon_load.errors import OIPError, TargetError
 from seldon_load.oip.types import InferRequest, InferResponse, Tensor
+from seldon_load.pipelines import read_pipelines
 from seldon_load.step_payloads import walk, write_payloads
 from tests.unit.test_isolate import HOST, SPEC, FakeLocust, synth_answer, walk_without_server
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import difflib
 import pathlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
 import yaml
 
 from seldon_load.errors import ConfigError
+from seldon_load.limits import MAX_SPEC_BYTES, read_capped, size_text
+from seldon_load.safe_text import clip, shown
+from seldon_load.safe_yaml import LineDict, load_all
 
 PIPELINE = "pipeline"
 """Pseudo-step name of the pipeline's own inputs in a ``TensorRef``."""
@@ -37,28 +39,11 @@ PIPELINE = "pipeline"
 JOIN_TYPES = ("inner", "outer", "any")
 STEP_FIELDS = ("name", "inputs", "tensorMap", "triggers", "inputsJoinType", "joinType",
                "triggersJoinType", "joinWindowMs", "batch")
+MAX_NAME_CHARS = 253  # Kubernetes resource names (models and pipelines are resources)
 _MAX_LIST_DEPTH = 8
+_MAX_STEPS = 500  # per pipeline: checks are quadratic in steps; Seldon's examples have under 10
+_MAX_HINT_CHARS = 64
 _REF_HELP = "expected STEP, STEP.outputs[.TENSOR], STEP.inputs[.TENSOR] or pipeline.inputs[.TENSOR]"
-
-
-class _LineDict(dict):
-    """A YAML mapping that remembers its 1-based line, for error messages."""
-
-    line: int | None = None
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (no arbitrary objects) whose mappings carry line numbers."""
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[_LineDict]:
-    data = _LineDict()
-    data.line = node.start_mark.line + 1
-    yield data
-    data.update(loader.construct_mapping(node))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
 @dataclass(frozen=True)
@@ -73,23 +58,19 @@ class TensorRef:
     def parse(cls, text: object, pipeline_name: str | None = None) -> TensorRef:
         """Parse Seldon's reference syntax; raises ConfigError on a malformed reference."""
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"malformed reference {text!r}: {_REF_HELP}")
+            raise ConfigError(f"malformed reference {shown(text)}: {_REF_HELP}")
         parts = text.strip().split(".")
         if len(parts) > 3 or any(not p or p != p.strip() or any(c.isspace() for c in p) for p in parts):
-            raise ConfigError(f"malformed reference {text!r}: {_REF_HELP}")
+            raise ConfigError(f"malformed reference {shown(text)}: {_REF_HELP}")
         step = PIPELINE if parts[0] in (PIPELINE, pipeline_name) else parts[0]
         if len(parts) == 1:
             return cls(step, "inputs" if step == PIPELINE else "outputs")
         kind = parts[1]
         if kind not in ("inputs", "outputs"):
-            raise ConfigError(f"malformed reference {text!r}: second part must be 'inputs' or 'outputs'")
+            raise ConfigError(f"malformed reference {shown(text)}: second part must be 'inputs' or 'outputs'")
         if step == PIPELINE and kind == "outputs":
-            raise ConfigError(f"malformed reference {text!r}: a step cannot read the pipeline's own outputs")
+            raise ConfigError(f"malformed reference {shown(text)}: a step cannot read the pipeline's own outputs")
         return cls(step, kind, parts[2] if len(parts) == 3 else None)  # type: ignore[arg-type]
-
-    @property
-    def is_pipeline_input(self) -> bool:
-        return self.step == PIPELINE
 
     def __str__(self) -> str:
         return f"{self.step}.{self.kind}" + (f".{self.tensor}" if self.tensor else "")
@@ -133,10 +114,6 @@ class Pipeline:
         """Steps that ``step`` reads from or is triggered by (the pipeline's inputs excluded)."""
         return {r.step for r in self.steps[step].refs() if r.step != PIPELINE}
 
-    def consumers(self, step: str) -> set[str]:
-        """Steps that read from or are triggered by ``step``."""
-        return {name for name in self.steps if step in self.dependencies(name)}
-
     def topological_order(self) -> list[str]:
         """Steps so that each comes after its dependencies; ties keep spec order."""
         order: list[str] = []
@@ -148,10 +125,6 @@ class Pipeline:
             order.extend(ready)
             placed.update(ready)
         return order
-
-    def sources(self) -> list[str]:
-        """Steps fed only by the pipeline's inputs, in spec order."""
-        return [s for s in self.steps if not self.dependencies(s)]
 
     def sinks(self) -> list[str]:
         """The output steps, in ``spec.output.steps`` order."""
@@ -166,7 +139,7 @@ def read_pipelines(source: str | pathlib.Path) -> list[Pipeline]:
     """
     text, origin = _read_source(source)
     try:
-        docs = list(yaml.load_all(text, Loader=_Loader))  # a SafeLoader subclass
+        docs = load_all(text)  # a bounded SafeLoader: no objects, no alias bombs
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{origin}:{mark.line + 1}" if mark else origin
@@ -178,27 +151,33 @@ def read_pipelines(source: str | pathlib.Path) -> list[Pipeline]:
     for doc in docs:
         _collect(doc, resources, kinds, 0)
     if not resources:
-        found = f" (found: {', '.join(dict.fromkeys(kinds))})" if kinds else ""
+        found = f" (found: {clip(', '.join(list(dict.fromkeys(kinds))[:5]))})" if kinds else ""
         raise ConfigError(f"{origin}: no Seldon Pipeline resource (kind: Pipeline){found}")
-    pipelines: list[Pipeline] = []
+    pipelines: dict[str, Pipeline] = {}
     for res in resources:
         pipe = _build(res, origin)
-        if any(p.name == pipe.name for p in pipelines):
+        if pipe.name in pipelines:
             _fail(origin, pipe.line, pipe.name, None, "pipeline defined twice")
-        pipelines.append(pipe)
-    return pipelines
+        pipelines[pipe.name] = pipe
+    return list(pipelines.values())
 
 
 def _read_source(source: str | pathlib.Path) -> tuple[str, str]:
-    """Return (text, origin for messages); a one-line str naming a file is read as a path."""
+    """Return (text, origin for messages); a one-line str naming a file is read as a path.
+
+    Either way the text is at most MAX_SPEC_BYTES: the loader's work is bounded by it.
+    """
     if isinstance(source, pathlib.Path) or _looks_like_path(source):
-        path = pathlib.Path(source)
+        data = read_capped(source, MAX_SPEC_BYTES, "pipeline spec")
         try:
-            return path.read_text(encoding="utf-8"), str(source)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"cannot read pipeline spec {str(source)!r}: {_one_line(exc)}") from None
+            return data.decode("utf-8"), clip(source)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"pipeline spec {shown(str(source))}: not UTF-8 text ({exc.reason} at byte "
+                              f"{exc.start})") from None
     if not isinstance(source, str):
         raise ConfigError(f"pipeline spec must be a path or YAML text, not {type(source).__name__}")
+    if len(source) > MAX_SPEC_BYTES:
+        raise ConfigError(f"pipeline spec text: larger than {size_text(MAX_SPEC_BYTES)}")
     return source, "<pipeline spec>"
 
 
@@ -228,7 +207,7 @@ def _collect(doc: object, out: list[dict[str, Any]], kinds: list[str], depth: in
     if kind == "Pipeline" and (api is None or (isinstance(api, str) and api.startswith("mlops.seldon.io/"))):
         out.append(doc)
     else:
-        kinds.append(f"{kind}" if api is None else f"{kind} ({api})")
+        kinds.append(clip(kind, 60) if api is None else f"{clip(kind, 60)} ({clip(api, 60)})")
 
 
 def _build(res: dict[str, Any], origin: str) -> Pipeline:
@@ -237,6 +216,9 @@ def _build(res: dict[str, Any], origin: str) -> Pipeline:
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name.strip():
         _fail(origin, _line(meta) or line, None, None, "Pipeline has no metadata.name")
+    if len(name) > MAX_NAME_CHARS:
+        _fail(origin, _line(meta) or line, name, None,
+              f"metadata.name may have at most {MAX_NAME_CHARS} characters (a Kubernetes resource name)")
     namespace = meta.get("namespace")
     spec = res.get("spec")
     if not isinstance(spec, dict):
@@ -244,6 +226,8 @@ def _build(res: dict[str, Any], origin: str) -> Pipeline:
     raw_steps = spec.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         _fail(origin, _line(spec) or line, name, None, "spec.steps must be a non-empty list of steps")
+    if len(raw_steps) > _MAX_STEPS:
+        _fail(origin, _line(spec) or line, name, None, f"{len(raw_steps)} steps; at most {_MAX_STEPS} are supported")
     steps: dict[str, Step] = {}
     for index, raw in enumerate(raw_steps):
         step = _build_step(raw, index, name, origin, _line(spec) or line)
@@ -281,15 +265,17 @@ def _build_step(raw: object, index: int, pipeline: str, origin: str, spec_line: 
     def fail(msg: str) -> NoReturn:
         _fail(origin, line, pipeline, name, msg)
 
-    if name != name.strip() or "." in name or any(c.isspace() for c in name):
-        fail("a step name may not contain dots or spaces")
+    if name != name.strip() or "." in name or not name.isprintable() or any(c.isspace() for c in name):
+        fail("a step name may not contain dots, spaces or control characters")
+    if len(name) > MAX_NAME_CHARS:
+        fail(f"a step name may have at most {MAX_NAME_CHARS} characters (a Kubernetes resource name)")
     if name in (PIPELINE, pipeline):
-        fail(f"a step may not be named {name!r} (that name refers to the pipeline's inputs)")
+        fail(f"a step may not be named {shown(name)} (that name refers to the pipeline's inputs)")
     for key in raw:
         if key not in STEP_FIELDS:
-            close = difflib.get_close_matches(str(key), STEP_FIELDS, n=1, cutoff=0.75)
+            close = _close_matches(str(key), STEP_FIELDS, cutoff=0.75)
             if close:
-                fail(f"unknown field {key!r}; did you mean {close[0]!r}?")
+                fail(f"unknown field {shown(key)}; did you mean {shown(close[0])}?")
     inputs = [_parse_ref(r, pipeline, fail) for r in _str_list(raw.get("inputs"), "inputs", fail)]
     triggers = [_parse_ref(r, pipeline, fail) for r in _str_list(raw.get("triggers"), "triggers", fail)]
     join = raw.get("inputsJoinType", raw.get("joinType"))
@@ -298,7 +284,7 @@ def _build_step(raw: object, index: int, pipeline: str, origin: str, spec_line: 
         fail("batch must be a mapping (size, windowMs)")
     window = raw.get("joinWindowMs")
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 0):
-        fail(f"joinWindowMs must be a non-negative integer, not {window!r}")
+        fail(f"joinWindowMs must be a non-negative integer, not {shown(window)}")
     return Step(
         name=name,
         model=name,
@@ -326,9 +312,9 @@ def _read_output(pipe: Pipeline, output: object) -> None:
     refs = [_parse_ref(r, pipe.name, fail) for r in _str_list(output.get("steps"), "steps", fail)]
     for ref in refs:
         if ref.step == PIPELINE:
-            fail(f"output {str(ref)!r} must name a step")
+            fail(f"output {shown(str(ref))} must name a step")
         if ref.step not in pipe.steps:
-            fail(f"output refers to unknown step {ref.step!r}")
+            fail(f"output refers to unknown step {shown(ref.step)}")
     if not refs:
         consumed = {d for s in pipe.steps for d in pipe.dependencies(s)}
         refs = [TensorRef(s, "outputs") for s in pipe.steps if s not in consumed]
@@ -337,16 +323,16 @@ def _read_output(pipe: Pipeline, output: object) -> None:
     for key in pipe.output_tensor_map:
         ref = TensorRef.parse(key)
         if ref.step != PIPELINE and ref.step not in pipe.steps:
-            fail(f"tensorMap key {key!r} refers to unknown step {ref.step!r}")
+            fail(f"tensorMap key {shown(key)} refers to unknown step {shown(ref.step)}")
     pipe.output_join_type = _join_type(output.get("stepsJoin"), "stepsJoin", fail)
 
 
 def _check_known(pipe: Pipeline, step: Step, ref: TensorRef) -> None:
     if ref.step != PIPELINE and ref.step not in pipe.steps:
-        close = difflib.get_close_matches(ref.step, list(pipe.steps), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = _close_matches(ref.step, list(pipe.steps))
+        hint = f"; did you mean {shown(close[0])}?" if close else ""
         _fail(pipe.origin, step.line, pipe.name, step.name,
-              f"{str(ref)!r} refers to unknown step {ref.step!r}{hint}")
+              f"{shown(str(ref))} refers to unknown step {shown(ref.step)}{hint}")
 
 
 def _find_cycle(pipe: Pipeline) -> list[str] | None:
@@ -408,9 +394,9 @@ def _tensor_map(value: object, pipeline: str, fail: Any) -> dict[str, str]:
     for key, new_name in value.items():
         ref = _parse_ref(key, pipeline, fail)
         if ref.tensor is None:
-            fail(f"tensorMap key {key!r} must name one tensor (STEP.outputs.TENSOR)")
+            fail(f"tensorMap key {shown(key)} must name one tensor (STEP.outputs.TENSOR)")
         if not isinstance(new_name, str) or not new_name.strip():
-            fail(f"tensorMap value for {key!r} must be a tensor name, not {_short(new_name)}")
+            fail(f"tensorMap value for {shown(key)} must be a tensor name, not {_short(new_name)}")
         mapping[str(ref)] = new_name
     return mapping
 
@@ -423,13 +409,20 @@ def _join_type(value: object, what: str, fail: Any) -> str:
     return value.lower()
 
 
+def _close_matches(word: str, candidates: list[str] | tuple[str, ...], cutoff: float = 0.6) -> list[str]:
+    """A "did you mean" for short names only: difflib's ratio is quadratic in the lengths."""
+    if len(word) > _MAX_HINT_CHARS:
+        return []
+    short = [c for c in candidates[:_MAX_STEPS] if len(c) <= _MAX_HINT_CHARS]
+    return difflib.get_close_matches(word, short, n=1, cutoff=cutoff)
+
+
 def _line(obj: object) -> int | None:
-    return getattr(obj, "line", None) if isinstance(obj, _LineDict) else None
+    return getattr(obj, "line", None) if isinstance(obj, LineDict) else None
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value, 60)
 
 
 def _one_line(value: object) -> str:
@@ -440,8 +433,8 @@ def _fail(origin: str, line: int | None, pipeline: str | None, step: str | None,
     where = f"{origin}:{line}" if line else origin
     what = []
     if pipeline is not None:
-        what.append(f"pipeline {pipeline!r}")
+        what.append(f"pipeline {shown(pipeline)}")
     if step is not None:
-        what.append(f"step {step!r}")
+        what.append(f"step {shown(step)}")
     prefix = f"{where}: {', '.join(what)}: " if what else f"{where}: "
     raise ConfigError(_one_line(prefix + msg))

@@ -4,8 +4,10 @@ At a few hundred requests a second a generator process sleeps between arrivals, 
 wake-up costs more CPU than the Python work of a request (here 50-60 µs: epoll, the VM's
 idle exit, cold caches; docs/performance.md). Waking once for an arrival and once more for
 its answer doubles that. An answer read later is still timed exactly: the kernel stamps
-every received segment (``SO_TIMESTAMPNS``, see ``rx_stamp``) and the request's *done* time
-is that stamp, not the moment Python read it.
+every received segment (``SO_TIMESTAMPNS``, see ``transport.rxstamp``) and the request's
+*done* time is that stamp, not the moment Python read it. The engine's side of the contract
+is ``load.inline`` (``AnswerReader``, ``InlineClient``); the transport's side is
+``transport.h1conn.AnswerParking``.
 
 So a reader whose answer is not there yet parks here instead of arming its own read
 watcher, and the open-loop engine calls ``tick`` each time it is about to sleep: the parked
@@ -24,9 +26,6 @@ transport's timeouts hold exactly as before.
 from __future__ import annotations
 
 import select
-import socket
-import struct
-import time
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -34,41 +33,13 @@ from typing import Any
 from gevent.monkey import get_original
 from greenlet import getcurrent
 
+from seldon_load.load.inline import InlineClient, InlineToken
 from seldon_load.transport.outcome import Outcome
 
 _epoll = get_original("select", "epoll")  # gevent's patching hides it; this set is never waited on
 
 HORIZON_S = 0.010  # park only when the engine wakes again within this
 DIRECT_MAX = 1  # inline requests out that a wake-up reads directly, without the epoll_wait
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
-_TIMESPEC = struct.Struct("@qq")
-ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
-
-
-def enable_rx_stamps(sock: Any) -> bool:
-    """Ask the kernel to stamp received data on ``sock``; False where it cannot."""
-    if not ANC_BYTES:
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-    except OSError:
-        return False
-    return True
-
-
-def rx_stamp(ancdata: list) -> float | None:
-    """The kernel's receive time of the data just read, on ``perf_counter``'s clock.
-
-    The stamp is wall-clock time (CLOCK_REALTIME); it is moved onto the monotonic clock by
-    the offset between the two read now, and never placed after now."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(data)
-            now = perf_counter()
-            stamp = sec + nsec * 1e-9 - (time.time() - now)
-            return stamp if stamp < now else now
-    return None
 
 
 class ReadBatcher:
@@ -85,11 +56,11 @@ class ReadBatcher:
         self._hub = hub
         self._run = hub.loop.run_callback
         self._epoll = _epoll()
-        self._owners: dict[int, Any] = {}  # fd -> client, for every open connection
+        self._owners: dict[int, InlineClient] = {}  # fd -> client, for every open connection
         self._parked: dict[int, Any] = {}  # fd -> greenlet
         # fd -> (client, conn, token) of an inline request; the client stores it when it sends,
         # and the connection's ``deadline`` is the request's
-        self.inline: dict[int, tuple[Any, Any, Any]] = {}
+        self.inline: dict[int, tuple[InlineClient, Any, InlineToken]] = {}
         self.horizon_s = horizon_s
         self._next_wake = 0.0
         self._ready: Any = ()  # fds to read at the next tick (readable, or inline when read directly)
@@ -97,10 +68,10 @@ class ReadBatcher:
         # read a few inline requests' sockets without the epoll_wait; False once a server closed
         # a kept-alive connection without saying so (the epoll_wait finds those before reuse)
         self.direct = True
-        self.on_done: Callable[[Any, Outcome, float], None] | None = None
+        self.on_done: Callable[[InlineToken, Outcome, float], None] | None = None
         self.on_handoff: Callable[..., None] | None = None
 
-    def watch(self, fd: int, owner: Any = None) -> None:
+    def watch(self, fd: int, owner: InlineClient | None = None) -> None:
         """A new connection: its socket joins the private set for as long as it is open."""
         try:
             self._epoll.register(fd, select.EPOLLIN)
@@ -136,7 +107,7 @@ class ReadBatcher:
         finally:
             self._parked.pop(fd, None)
 
-    def hand_over(self, token: Any, fn: Callable[..., Outcome], *args: Any) -> None:
+    def hand_over(self, token: InlineToken, fn: Callable[..., Outcome], *args: Any) -> None:
         """An inline request that must finish in a greenlet of its own."""
         self.on_handoff(token, fn, *args)
 
