@@ -21,7 +21,9 @@ def test_ctrl_c_stops_the_running_variant_and_the_sweep(testbed, background, tmp
                      "--vary", "batch-size=1,2"], out)
     wait_until(lambda: bg.children("locust"), 60, "the first variant's Locust process")
     started = [p for p in psutil.Process(bg.proc.pid).children(recursive=True)]
-    wait_until(lambda: (out / "batch1" / "run.log").stat().st_size > 0, 30, "the first variant to start its test")
+    # the test itself has started (not only the process): its results must then be written
+    wait_until(lambda: "engine starting" in (out / "batch1" / "run.log").read_text(errors="replace"), 60,
+               "the first variant to start its test")
     os.kill(bg.proc.pid, signal.SIGINT)
     run = bg.finish(timeout_s=90)
     assert run.code == 130, run.stdout[-2000:] + run.stderr[-2000:]
