@@ -13,7 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from seldon_load.report.console import items, offered, reasons, section, target_label, verdict
+from seldon_load.report.console import as_int, items, offered, reasons, section, target_label, verdict
 from seldon_load.report.svg import DOTS, PALETTE, Chart, DagNode, as_float, dag_svg, fmt_num
 
 CSS = """
@@ -241,10 +241,11 @@ def _stage_table(r: dict[str, Any]) -> str:
     if not stages:
         return "<p class='muted'>No stages in these results.</p>"
     users = any(s.get("users") is not None for s in stages)
+    ips = (as_int(section(r, "target").get("batch_size")) or 1) > 1  # a request carries a batch: inferences/s too
     pct = ("mean", "p50", "p90", "p95", "p99", "p999", "max")
     lat_g = "latency ms (from intended send time)"
     headers = ["stage", "target rps", *(["users"] if users else []), "window s", "rate rps|offered",
-               "rate rps|achieved", "count|scheduled", "count|requests", "count|ok", "count|failures",
+               "rate rps|achieved", *(["rate rps|achieved inferences/s"] if ips else []), "count|scheduled", "count|requests", "count|ok", "count|failures",
                "count|failures by kind", "count|dropped", *(f"{lat_g}|{p.replace('p999', 'p99.9')}" for p in pct),
                "service ms|p50", "service ms|p99", "send lag ms|p50", "send lag ms|p99", "send lag ms|max",
                "generator|cpu max %", "generator|ok", "latency trend|ratio", "latency trend|Δ ms", "sustained", "target fault"]
@@ -253,7 +254,8 @@ def _stage_table(r: dict[str, Any]) -> str:
         lat, svc, lag = section(s, "latency_ms"), section(s, "service_ms"), section(s, "send_lag_ms")
         win = f"{fmt_num(s.get('start_s'))}–{fmt_num(s.get('end_s'))}"
         rows.append([s.get("index"), s.get("target_rps"), *([s.get("users")] if users else []), win,
-                     s.get("offered_rps"), s.get("achieved_rps"), s.get("scheduled"), s.get("requests"),
+                     s.get("offered_rps"), s.get("achieved_rps"), *([s.get("achieved_ips")] if ips else []),
+                     s.get("scheduled"), s.get("requests"),
                      s.get("ok"), s.get("failures"), _kinds(s), s.get("dropped"), *(lat.get(p) for p in pct),
                      svc.get("p50"), svc.get("p99"), lag.get("p50"), lag.get("p99"), lag.get("max"),
                      s.get("cpu_percent_max"), s.get("generator_healthy"), s.get("latency_trend"),

@@ -205,3 +205,19 @@ def test_compare_command_refuses_with_one_line_and_exit_2(tmp_path, capsys) -> N
         assert not out.exists()
     assert main(["compare", str(a), str(c), "--allow-different-targets", "--output", str(out)]) == 0
     assert (out / "comparison.json").is_file() and (out / "comparison.html").is_file()
+
+
+def test_a_batched_run_states_inferences_in_its_report() -> None:
+    from seldon_load.analyze.results import add_inferences
+    from seldon_load.report.console import summary_text
+    from seldon_load.report.html import render_html
+
+    r = results([(10, 1, 2, True), (20, 50, 900, False)], batch=8)
+    add_inferences(r["stages"], r["saturation"], 8)
+    assert r["stages"][1]["achieved_ips"] == 96 and r["saturation"]["max_sustainable_ips"] == 80
+    assert r["saturation"]["recommended_ips"] == 64
+    assert "10 rps = 80 inferences/s at batch 8" in summary_text(r)
+    html = render_html(r)
+    assert "achieved inferences/s" in html and "80 inferences/s at batch 8" in html
+    r["target"]["batch_size"] = 1
+    assert "inferences/s" not in summary_text(r) and "achieved inferences/s" not in render_html(r)
