@@ -1,4 +1,4 @@
-"""The ``seldon-load`` command: run, sweep, compare, report, testbed, demo.
+"""The ``seldon-load`` command: run, sweep, compare, report, testbed, demo, k8s.
 
 ``run`` starts a Locust master and ``--workers N`` local worker processes (or one
 in-process runner with 0) on the packaged locustfile, waits, and stops every process it
