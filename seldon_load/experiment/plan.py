@@ -153,7 +153,7 @@ def token(option: str, value: str) -> str:
         return _slug(f"h-{value.partition(':')[0]}")
     if option in ("payload", "pipeline-spec"):
         return _slug(Path(value).stem)
-    return _slug(f"{option.replace('-', '')}{value}")
+    return _slug(f"{option}{'-' if option[-1:].isdigit() else ''}{value}")  # users16, slo-p99-50
 
 
 def unique_names(names: Iterable[str]) -> list[str]:

@@ -131,6 +131,15 @@ def _failure_reason(log: Path, code: int) -> str:
     return errs[-1][:300] if errs else f"exit code {code}, no error line (see {log})"
 
 
+def _results_reason(directory: Path) -> str:
+    """Why a run that wrote its results did not pass (results.json's ``reason``)."""
+    try:
+        reason = orjson.loads((directory / "results.json").read_bytes()).get("reason")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        reason = None
+    return str(reason)[:300] if reason else "a threshold failed"
+
+
 def _run_variant(p: Planned, extra: list[str]) -> tuple[int, float]:
     p.directory.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "seldon_load.cli", "run", *p.variant.args, "--results", str(p.directory)]
@@ -179,7 +188,7 @@ def run_sweep(a: argparse.Namespace, base_args: list[str], extra: list[str],
         if has_results:  # a variant that failed at once says nothing about how long the others take
             done.append((p.planned_s, took))
         if has_results:
-            reason = {0: None, 1: "a threshold failed", 130: "interrupted: results cover the run until then"}.get(
+            reason = {0: None, 1: _results_reason(p.directory), 130: "interrupted: results cover the run until then"}.get(
                 code, f"exit code {code}")
         else:
             reason = _failure_reason(p.directory / "run.log", code)

@@ -34,6 +34,7 @@ def test_name_tokens() -> None:
     assert token("host", "127.0.0.1:8081") == "grpc-8081"
     assert token("payload", "dir/big payload.json") == "big-payload"
     assert token("users", "16") == "users16"
+    assert token("slo-p99", "50") == "slo-p99-50" and token("max-in-flight", "64") == "max-in-flight64"
     assert "secret" not in token("header", "Authorization: secret")
     assert unique_names(["a", "b", "a", "a"]) == ["a", "b", "a-2", "a-3"]
 
