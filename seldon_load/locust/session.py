@@ -9,6 +9,7 @@ to workers, or direct calls in a local run.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from time import perf_counter
 
@@ -220,9 +221,27 @@ class Session:
             min_saturation_rps=s.min_saturation_rps,
             notes=[*c.notes, *([c.stop_reason] if c.stop_reason else [])], pipeline=pipeline,
         )
+        self.results = self.server_resources(self.results)
         # a server may echo a header or a URL password in its error messages: never write them
         self.results = scrub(self.results, s.secrets)
         return self.results
+
+    def server_resources(self, results: dict) -> dict:
+        """``stages[i].server``: what the server spent in each window, read from Prometheus now."""
+        from seldon_load.analyze.resources import Prometheus, attach, read_windows
+
+        s, c = self.settings, self.controller
+        if not s.resource_selector:
+            return attach(results, None, s.batch_size, None, None)
+        wall0 = time.time() - c.elapsed()
+        windows = [(r["index"], wall0 + r["start_s"], wall0 + r["end_s"]) for r in results["stages"]
+                   if r.get("start_s") is not None and r.get("end_s") is not None]
+        prom = Prometheus(s.prometheus_url)
+        started = perf_counter()
+        servers = read_windows(prom, s.resource_selector, windows, s.resource_source)
+        meta = {"prometheus": prom.where, "selector": s.resource_selector, "queries": prom.queries,
+                "query_s": round(prom.query_s, 4), "read_s": round(perf_counter() - started, 3)}
+        return attach(results, servers, s.batch_size, s.core_hour_cost, s.gpu_hour_cost, meta)
 
     def _rows_for_pipeline(self) -> list[dict]:
         from seldon_load.analyze.stages import stage_table
