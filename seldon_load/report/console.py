@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from seldon_load.report.resources import console_lines as console_resource_lines
 from seldon_load.report.svg import as_float, fmt_num
 
 
@@ -213,5 +214,6 @@ def summary_text(results: dict[str, Any], width: int = 100) -> str:
     p = section(r, "pipeline")
     if p:
         lines += _pipeline_lines(p)
+    lines += console_resource_lines(r)
     lines += _threshold_lines(r)
     return "\n".join(_fit(x, width) for x in lines) + "\n"
