@@ -117,6 +117,16 @@ class Session:
             return query_prometheus(s.prometheus_url)
         return scrape_all(s.metrics_urls)
 
+    def preflight_scrape(self) -> None:
+        """Before any load: --metrics-url endpoints must answer (else exit 2); a Prometheus server that
+        does not is only warned about: the run goes on and its results say what is missing."""
+        try:
+            self.scrape()
+        except SeldonLoadError as exc:
+            if not self.settings.prometheus_url:
+                raise
+            log.warning("%s: the test goes on without server metrics from it", exc)
+
     def _scrape_loop(self, controller: Controller) -> None:
         """Scrape server metrics at each stage's measured start and end (counter deltas)."""
         done: set[tuple[int, str]] = set()
