@@ -154,3 +154,55 @@ def test_prometheus_url_pipeline_steps_through_the_real_prometheus(bed: Testbed,
     for name, s in window.items():
         assert abs(s["calls"] - stage["requests"]) <= 20 + 0.05 * stage["requests"], (name, s, stage)
     assert all(s["latency_ms"]["mean"] > 0 for s in p["steps"]), p["steps"]
+
+
+def test_testbed_up_with_prometheus_from_the_command(tmp_path: Path) -> None:
+    """``seldon-load testbed up --with-prometheus``: both started, scraping, and stopped by ``down`` by PID."""
+    import json
+    import subprocess
+    import sys
+
+    import psutil
+
+    from seldon_load.testbed.procs import free_port
+
+    ports = {"--http-port": 0, "--grpc-port": 0, "--metrics-port": 0, "--prometheus-port": 0, "--exporter-port": 0}
+    while len(set(ports.values())) != len(ports):
+        ports = {k: free_port() for k in ports}
+    flags = [x for k, v in ports.items() for x in (k, str(v))] + ["--state-dir", str(tmp_path / "state")]
+    cmd = [sys.executable, "-m", "seldon_load.cli", "testbed"]
+    up = subprocess.run([*cmd, "up", "--with-prometheus", *flags], capture_output=True, text=True, timeout=150)
+    bed = Testbed.from_state_dir(tmp_path / "state")
+    pids: list[int] = []
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = f"http://127.0.0.1:{ports['--prometheus-port']}"
+        assert f"--prometheus-url {url} --resource-selector 'groupname=\"mlserver\"'" in up.stdout
+        status = json.loads(subprocess.run([*cmd, "status", *flags], capture_output=True, text=True,
+                                           timeout=60).stdout)
+        prom = status["prometheus"]
+        pids = [prom["pid"], prom["exporter_pid"]]
+        assert status["running"] and prom["url"] == url and all(pids), status
+        # the generated configuration lives in the state dir, and the exporter sees MLServer's process tree
+        assert (tmp_path / "state" / "prometheus" / "prometheus.yml").read_text().count("job_name") == 3
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['--exporter-port']}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert 'namedprocess_namegroup_num_procs{groupname="mlserver"}' in text
+    finally:
+        down = subprocess.run([*cmd, "down", *flags], capture_output=True, text=True, timeout=60)
+        bed.down()  # whatever the command left (nothing, if it works)
+    assert down.returncode == 0, down.stdout + down.stderr
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_up_refuses_a_taken_prometheus_port_before_starting_anything(tmp_path: Path) -> None:
+    import socket
+
+    tb = Testbed.for_tests(tmp_path, prometheus=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", tb.config.prometheus_port))
+        taken.listen()
+        with pytest.raises(TargetError, match=f"Prometheus port 127.0.0.1:{tb.config.prometheus_port} is already"):
+            tb.up(timeout_s=30)
+    assert tb.pid is None and tb.prometheus.pid("prometheus") is None and tb.prometheus.pid("exporter") is None
