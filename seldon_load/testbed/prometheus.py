@@ -10,11 +10,13 @@ for ``rate()``/``increase()``.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,7 @@ class PrometheusStack:
         self.dir = Path(state_dir)
         self.ports = ports
         self.repository = Path(repository)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}  # started by this object (reaped by it)
 
     @property
     def url(self) -> str:
@@ -102,8 +105,9 @@ class PrometheusStack:
         stopped = False
         for which in ("prometheus", "exporter"):
             pid = self.pid(which)
+            proc = self._procs.pop(which, None)
             if pid is not None:
-                stop_group(pid, 10.0, lambda: None)
+                stop_group(pid, 10.0, proc.poll if proc is not None else lambda: None)
                 stopped = True
             (self.dir / f"{which}.pid").unlink(missing_ok=True)
         return stopped
@@ -136,15 +140,12 @@ class PrometheusStack:
                 preexec_fn=die_with_parent if stop_with_parent and sys.platform == "linux" else None,
             )
         (self.dir / f"{which}.pid").write_text(str(proc.pid))
-        self._procs = {**getattr(self, "_procs", {}), which: proc}
+        self._procs[which] = proc
 
     def _wait_ready(self, timeout_s: float) -> None:
-        import json
-        import urllib.request
-
         deadline = time.monotonic() + timeout_s
         while True:
-            for which, proc in getattr(self, "_procs", {}).items():
+            for which, proc in self._procs.items():
                 if proc.poll() is not None:
                     raise TargetError(f"testbed {which} exited with code {proc.returncode} during start-up: "
                                       f"{log_tail(self.dir / f'{which}.log')}")
