@@ -105,7 +105,8 @@ class Session:
         if not self.is_master:
             self._start_drainer()
         self.snapshots = []
-        if s.metrics_urls or s.prometheus_url:
+        # per-step counters serve only a pipeline; --prometheus-url for a model is for resources alone
+        if s.metrics_urls or (s.prometheus_url and (s.pipeline_spec or s.target.kind == "pipeline")):
             gevent.spawn(self._scrape_loop, self.controller)
         return self.controller
 
