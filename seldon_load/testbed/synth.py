@@ -67,7 +67,7 @@ class SynthModel(MLModel):
         self._service_time_s = float(extra.get("service_time_ms", 5.0)) / 1000.0
         self._mode = str(extra.get("mode", WAIT))
         if self._mode not in (WAIT, BUSY, CPU):
-            raise ValueError(f"synth mode must be 'wait', 'busy' or 'cpu', got {self._mode!r}")
+            raise ValueError(f"synth mode must be 'wait' or 'busy' (or 'cpu'), got {self._mode!r}")
         if self._service_time_s < 0:
             raise ValueError("synth service_time_ms must be >= 0")
         self._output_width = int(extra.get("output_width", 4))
