@@ -183,13 +183,19 @@ def read_windows(prom: Prometheus, sel: str, windows: list[tuple[int, float, flo
         for row in out.values():
             row["note"] = str(exc)
         return out
+    gone: str | None = None  # once Prometheus stops answering, the other windows are not tried
     for index, start, end in windows:
         row = out[index]
         row.update(source=source.name, scrape_interval_s=interval)
+        if gone is not None:
+            row["note"] = gone
+            continue
         try:
             _read_window(prom, row, source, sel, end - start, end, interval, gpu)
         except TargetError as exc:
             row["note"] = str(exc)
+            if "unreachable" in row["note"]:
+                gone = row["note"]
     return out
 
 
@@ -290,8 +296,11 @@ def attach(results: dict, servers: dict[int, dict] | None, batch_size: int, core
            gpu_hour_cost: float | None, meta: dict | None = None) -> dict:
     """``stages[i].server`` (null without --resource-selector) and the ``resources`` summary."""
     for row in results.get("stages", []):
-        srv = (servers or {}).get(row["index"])
-        row["server"] = None if srv is None else derive(srv, row, batch_size, core_hour_cost, gpu_hour_cost)
+        if servers is None:
+            row["server"] = None
+            continue
+        srv = servers.get(row["index"]) or {**EMPTY, "note": "the stage has no measured window"}
+        row["server"] = derive(srv, row, batch_size, core_hour_cost, gpu_hour_cost)
     if servers is not None:
         results["resources"] = {**(meta or {}), "core_hour_cost": core_hour_cost, "gpu_hour_cost": gpu_hour_cost,
                                 **summary(results.get("stages", []), results.get("saturation") or {}, batch_size,

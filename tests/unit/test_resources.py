@@ -120,6 +120,10 @@ def test_attach_summarises_at_the_saturation_point_and_the_recommended_rate() ->
     assert rec["rps"] == 80.0 and rec["cpu_cores"] == pytest.approx(0.8) and rec["headroom_cores"] == pytest.approx(0.2)
     assert rec["cost_per_million_inferences"] == pytest.approx(0.8 * 0.04 / (80 * 3600) * 1e6, rel=1e-3)
     assert r["stages"][2]["server"]["note"].startswith("series missing")
+    partial = attach({"stages": [{"index": 0, "requests": 10, "achieved_rps": 1.0}, {"index": 1}]},
+                     {0: _srv(0.5, 1)}, 1, None, None)  # stage 1 never began (the test was stopped)
+    assert partial["stages"][0]["server"]["cpu_cores"] == 0.5
+    assert partial["stages"][1]["server"]["note"] == "the stage has no measured window"
     none = _results([None, None, None])
     assert all(s["server"] is None for s in none["stages"]) and "resources" not in none
 
