@@ -206,3 +206,35 @@ def test_up_refuses_a_taken_prometheus_port_before_starting_anything(tmp_path: P
         with pytest.raises(TargetError, match=f"Prometheus port 127.0.0.1:{tb.config.prometheus_port} is already"):
             tb.up(timeout_s=30)
     assert tb.pid is None and tb.prometheus.pid("prometheus") is None and tb.prometheus.pid("exporter") is None
+
+
+def test_a_run_stopped_early_reads_its_windows_up_to_the_stop(bed: Testbed, tmp_path: Path) -> None:
+    """Ctrl-C in the second stage: the first window reads in full, the cut one up to the stop, the
+    third (never begun) says so; the master does not wait for windows that were to end later."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers.run import OutputLines
+
+    cmd = [sys.executable, "-m", "seldon_load.cli", "run", "--host", bed.rest_url, "--model", "synth-cpu-5ms",
+           "--stages", "20:1s:5s,40:1s:60s,60:1s:60s", "--settle", "1s", "--workers", "0",
+           "--prometheus-url", bed.prometheus.url, "--resource-selector", TESTBED_SELECTOR, "--results", str(tmp_path)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    out = OutputLines(p)
+    try:
+        assert out.wait_for("[seldon-load] t=", 60), "the test never started"
+        time.sleep(13)  # stage 0 ends at 6 s; stage 1 measures from 8 s
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)  # far less than the 60 s the cut stage was to hold
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, out.text()[-3000:]
+    stages = json.loads((tmp_path / "results.json").read_text())["stages"]
+    assert stages[0]["server"]["note"] is None and stages[0]["server"]["cpu_ms_per_request"] > CPU_MS
+    cut = stages[1]["server"]
+    assert cut["note"] is None and cut["cpu_cores"] > 0, cut
+    assert stages[2]["server"]["note"] == "the stage has no measured window"
