@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv install test unit demo bench bench-smoke protos lint clean
+.PHONY: venv install test unit demo bench bench-smoke protos lint clean prometheus-bins
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(PY)
 install: $(STAMP)
 
+# Server resources are read from a real Prometheus scraping a real process-exporter (Debian).
+prometheus-bins:
+	@{ test -x /usr/bin/prometheus && test -x /usr/bin/prometheus-process-exporter; } || \
+		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-process-exporter >/dev/null) || \
+		  echo "prometheus / prometheus-process-exporter not installed: the server resource tests will fail, the demo runs without them"; }
+
 # The web UI tests drive a real browser: Debian's chromium, through Playwright.
-test: $(STAMP)
+test: $(STAMP) prometheus-bins
 	@test -x /usr/bin/chromium || \
 		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
@@ -34,7 +41,7 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-demo: $(STAMP)
+demo: $(STAMP) prometheus-bins
 	$(VENV)/bin/seldon-load demo --results results/demo
 
 # The fast static target of the max-rate and scale-out figures is Debian's nginx, and tcpdump

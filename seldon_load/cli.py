@@ -117,7 +117,8 @@ def cmd_testbed(a: argparse.Namespace) -> int:
                                metrics_port=a.metrics_port, state_dir=a.state_dir,
                                stop_with_parent=bool(a.foreground), ingress=a.ingress,
                                ingress_port=a.ingress_port, ingress_tls_port=a.ingress_tls_port,
-                               parallel_workers=a.parallel_workers))
+                               prometheus=a.with_prometheus, prometheus_port=a.prometheus_port,
+                               exporter_port=a.exporter_port, parallel_workers=a.parallel_workers))
     if a.action == "up":
         tb.up()
         print(f"testbed up: REST {tb.rest_url}  gRPC {tb.grpc_target}  metrics {tb.metrics_url}", flush=True)
@@ -125,6 +126,9 @@ def cmd_testbed(a: argparse.Namespace) -> int:
             print(f"ingress (Envoy, routes on seldon-model): REST {tb.ingress_url}  gRPC {tb.ingress_grpc_target}"
                   f"  TLS {tb.ingress_tls_url} and {tb.ingress_tls_grpc_target} with --ca-file {tb.ca_file}",
                   flush=True)
+        if a.with_prometheus:
+            print(f"Prometheus {tb.prometheus.url} (process-exporter {tb.prometheus.exporter_url}): "
+                  f"--prometheus-url {tb.prometheus.url} --resource-selector 'groupname=\"mlserver\"'", flush=True)
         if a.foreground:
             return _hold_testbed(tb)
     elif a.action == "down":
@@ -202,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--ingress-port", type=int, default=9000, help="ingress port, REST and gRPC (default 9000)")
     tb.add_argument("--ingress-tls-port", type=int, default=9443,
                     help="ingress TLS port, REST and gRPC (default 9443; CA in STATE_DIR/ingress/ca.pem)")
+    tb.add_argument("--with-prometheus", action="store_true",
+                    help="with up: also run a real Prometheus and process-exporter (server CPU and memory per stage)")
+    tb.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090)")
+    tb.add_argument("--exporter-port", type=int, default=9256, help="process-exporter port (default 9256)")
     tb.add_argument("--parallel-workers", type=int, default=0,
                     help="with up: MLServer inference worker processes, each with its own copy of every model "
                          "(default 0: all in the server process)")

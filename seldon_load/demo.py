@@ -6,6 +6,8 @@ Starts the testbed on free loopback ports, runs stepped saturation tests against
 prints where the reports are and the saturation points, and stops the testbed. The load goes
 through the testbed's Envoy ingress, as it would through Seldon Core 2's ``seldon-mesh``: one
 port for REST and gRPC, routed on the ``seldon-model`` header (``ingress=False``: to MLServer).
+When Prometheus and process-exporter are installed (``make demo`` installs them as root), the
+testbed runs them too and the model runs report the server's CPU and memory per stage.
 """
 
 from __future__ import annotations
@@ -66,30 +68,41 @@ def _summary(name: str, results_dir: Path) -> str:
         line += (f"\n  {'':28} critical path {' -> '.join(pipe['critical_path'])}"
                  f" ({pipe.get('critical_path_latency_ms')} ms of {pipe.get('end_to_end_latency_ms')} ms end to end),"
                  f" bottleneck {pipe.get('bottleneck')}")
+    at = (r.get("resources") or {}).get("at_saturation")
+    if at:
+        line += (f"\n  {'':28} server: {at.get('cpu_cores')} cores at {at.get('rps')} rps, "
+                 f"{at.get('cpu_ms_per_request')} CPU-ms per request")
     return line + f"\n  {'':28} {results_dir / 'report.html'}"
 
 
 def run_demo(results: str = "results/demo", workers: int = 2, ingress: bool = True) -> int:
+    from seldon_load.testbed.prometheus import TESTBED_SELECTOR, available
     from seldon_load.testbed.server import Testbed, TestbedConfig
 
     out = Path(results)
     out.mkdir(parents=True, exist_ok=True)
     http_port, grpc_port, metrics_port = _preferred_ports((8080, 8081, 8082))
     ingress_port, tls_port = _preferred_ports((9000, 9443)) if ingress else (9000, 9443)
+    prometheus = available()
+    prom_port, exporter_port = _preferred_ports((9090, 9256)) if prometheus else (9090, 9256)
     state = tempfile.mkdtemp(prefix="seldon-load-demo-")
     tb = Testbed(TestbedConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, state_dir=state,
-                               ingress=ingress, ingress_port=ingress_port, ingress_tls_port=tls_port))
+                               ingress=ingress, ingress_port=ingress_port, ingress_tls_port=tls_port,
+                               prometheus=prometheus, prometheus_port=prom_port, exporter_port=exporter_port))
     where = f"127.0.0.1:{http_port}/{grpc_port}/{metrics_port}"
     if ingress:
         where += f", Envoy ingress on 127.0.0.1:{ingress_port} (REST and gRPC)"
+    if prometheus:
+        where += f", Prometheus on 127.0.0.1:{prom_port}"
     print(f"[demo] starting the testbed (MLServer) on {where} ...", flush=True)
     tb.up()
     rest, grpc = (tb.ingress_url, tb.ingress_grpc_target) if ingress else (tb.rest_url, tb.grpc_target)
+    res = ["--prometheus-url", tb.prometheus.url, "--resource-selector", TESTBED_SELECTOR] if prometheus else []
     runs = [
         ("REST  model synth-5ms", out / "rest-synth-5ms",
-         ["--host", rest, "--model", "synth-5ms", "--stages", MODEL_STAGES]),
+         ["--host", rest, "--model", "synth-5ms", "--stages", MODEL_STAGES, *res]),
         ("gRPC  model synth-5ms", out / "grpc-synth-5ms",
-         ["--host", grpc, "--protocol", "grpc", "--model", "synth-5ms", "--stages", MODEL_STAGES]),
+         ["--host", grpc, "--protocol", "grpc", "--model", "synth-5ms", "--stages", MODEL_STAGES, *res]),
         ("REST  pipeline branching", out / "pipeline-branching",
          ["--host", rest, "--pipeline", "branching", "--stages", PIPELINE_STAGES,
           "--pipeline-spec", str(SPEC), "--metrics-url", tb.metrics_url]),

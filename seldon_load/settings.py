@@ -134,6 +134,17 @@ def add_arguments(parser) -> None:
                    help="Prometheus endpoint scraped at stage boundaries, repeatable")
     g.add_argument("--prometheus-url", default="", include_in_web_ui=False,
                    help="Prometheus server (query API) instead of scraping endpoints")
+    g.add_argument("--resource-selector", default="", include_in_web_ui=False,
+                   help="With --prometheus-url: PromQL label matchers of the server's CPU/memory series, e.g. "
+                        "'namespace=\"seldon-mesh\",pod=~\"mlserver-.*\"' (per stage: cores, CPU-ms per request)")
+    g.add_argument("--resource-source", default="auto", choices=["auto", "cadvisor", "process", "node"],
+                   include_in_web_ui=False,
+                   help="Whose series --resource-selector picks: cAdvisor, process-exporter, node-exporter "
+                        "(default auto: the first with matching series)")
+    g.add_argument("--core-hour-cost", type=float, default=None, include_in_web_ui=False,
+                   help="Price of one CPU core for an hour: adds the cost per million inferences")
+    g.add_argument("--gpu-hour-cost", type=float, default=None, include_in_web_ui=False,
+                   help="Price of one GPU for an hour (GPUs counted from DCGM series): adds to that cost")
     g.add_argument("--web-allowed-host", action="append", default=[], include_in_web_ui=False,
                    help="Web UI: a Host name (NAME or NAME:PORT) it also answers to, besides its own "
                         "address; repeatable (a proxy or DNS name in front of it)")
@@ -232,6 +243,27 @@ def _check_url(url: str, what: str) -> str:
 def _redact_url(url: str) -> str:
     """The URL with any ``user:password@`` replaced, for error messages."""
     return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+
+
+def _resource_settings(s: Settings, o) -> None:
+    from seldon_load.analyze.resources import SOURCES, parse_selector
+
+    selector = getattr(o, "resource_selector", "") or ""
+    costs = {"--core-hour-cost": getattr(o, "core_hour_cost", None), "--gpu-hour-cost": getattr(o, "gpu_hour_cost", None)}
+    for what, value in costs.items():
+        _finite(value, what, 0, low_inclusive=True)
+        if value is not None and not selector:
+            raise ConfigError(f"{what} needs --resource-selector (and --prometheus-url): the cost is of what the "
+                              "server used")
+    source = getattr(o, "resource_source", "auto") or "auto"
+    if source != "auto" and source not in SOURCES:
+        raise ConfigError(f"--resource-source must be auto, {', '.join(SOURCES)} (got {source!r})")
+    if selector:
+        if not s.prometheus_url:
+            raise ConfigError("--resource-selector needs --prometheus-url (the Prometheus server holding the series)")
+        s.resource_selector = parse_selector(selector)
+    s.resource_source = source
+    s.core_hour_cost, s.gpu_hour_cost = costs["--core-hour-cost"], costs["--gpu-hour-cost"]
 
 
 def _finite(value: float | None, what: str, low: float, high: float = math.inf,
@@ -340,6 +372,10 @@ class Settings:
     step_payloads: dict[str, str] = field(default_factory=dict)
     metrics_urls: list[str] = field(default_factory=list)
     prometheus_url: str = ""
+    resource_selector: str = ""
+    resource_source: str = "auto"
+    core_hour_cost: float | None = None
+    gpu_hour_cost: float | None = None
 
     @property
     def open_loop(self) -> bool:
@@ -432,4 +468,5 @@ class Settings:
         s.step_payloads = parse_step_payloads(getattr(o, "step_payload", None))
         s.metrics_urls = [_check_url(u, "--metrics-url") for u in o.metrics_url or []]
         s.prometheus_url = _check_url(o.prometheus_url, "--prometheus-url") if o.prometheus_url else ""
+        _resource_settings(s, o)
         return s

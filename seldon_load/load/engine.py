@@ -10,10 +10,7 @@ drain time ends is recorded as cancelled: every arrival ends as exactly one outc
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import sys
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
@@ -27,6 +24,7 @@ from greenlet import getcurrent, greenlet
 from seldon_load.load.arrivals import UNIFORM, Arrivals
 from seldon_load.load.inline import AnswerReader, InlineSender, InlineToken, make_token
 from seldon_load.load.plan import RatePlan
+from seldon_load.load.timer import TimerFd, precise_sleeper
 from seldon_load.transport.outcome import CANCELLED, Outcome
 
 log = logging.getLogger(__name__)
@@ -70,70 +68,6 @@ class WorkerSchedule:
 
     def elapsed(self) -> float:
         return perf_counter() - self.t0 if self.t0 is not None else 0.0
-
-
-class _TimerFd:
-    """Sleep until an absolute ``perf_counter`` time (CLOCK_MONOTONIC on Linux) with
-    microsecond precision: libev's epoll backend waits in whole milliseconds rounded up, so
-    ``gevent.sleep`` wakes 0-1 ms late, which would show as send lag. A timerfd armed at the
-    absolute due time wakes the loop on time at the cost of two cheap system calls."""
-
-    _CLOCK_MONOTONIC = 1
-    _TFD_TIMER_ABSTIME = 1
-
-    class _Timespec(ctypes.Structure):
-        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-    class _Itimerspec(ctypes.Structure):
-        _fields_ = [("it_interval", ctypes.c_long * 2), ("it_value", ctypes.c_long * 2)]
-
-    def __init__(self, hub) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._settime = libc.timerfd_settime
-        self._settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-        fd = libc.timerfd_create(self._CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd = fd
-        self._spec = self._Itimerspec()
-        self._spec_ref = ctypes.byref(self._spec)
-        self._value = self._spec.it_value
-        self._hub = hub
-        self._watcher = hub.loop.io(fd, 1)
-
-    def sleep_until(self, due: float) -> None:
-        sec = int(due)
-        value = self._value
-        value[0] = sec
-        value[1] = int((due - sec) * 1e9)
-        if self._settime(self.fd, self._TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
-            gevent.sleep(max(0.0, due - perf_counter()))
-            return
-        watcher = self._watcher
-        while True:
-            watcher.start(getcurrent().switch)
-            try:
-                self._hub.switch()
-            finally:
-                watcher.stop()
-            try:
-                os.read(self.fd, 8)
-                return
-            except BlockingIOError:
-                continue  # woken by something else: the timer is still armed, wait on
-
-    def close(self) -> None:
-        self._watcher.close()
-        os.close(self.fd)
-
-
-def _precise_sleeper(hub) -> _TimerFd | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return _TimerFd(hub)
-    except (OSError, AttributeError):
-        return None
 
 
 class PlanClock:
@@ -252,7 +186,7 @@ class OpenLoopEngine:
         hub = self._hub
         run_callback = hub.loop.run_callback
         clock = PlanClock(sched.plan)
-        timer = _precise_sleeper(hub)
+        timer = precise_sleeper(hub)
         if self.batcher is not None:
             self.batcher.start()
         try:
@@ -267,7 +201,7 @@ class OpenLoopEngine:
         self.drain()
         self.retire_workers()
 
-    def _loop(self, sched: WorkerSchedule, clock: PlanClock, timer: _TimerFd | None, run_callback) -> None:
+    def _loop(self, sched: WorkerSchedule, clock: PlanClock, timer: TimerFd | None, run_callback) -> None:
         next_count: float | None = None
         last_count: float | None = None
         since_yield = 0

@@ -70,7 +70,7 @@ def on_init(environment, **_kw) -> None:
         check_results_dir(settings.results_dir)
         session.pipeline_spec()
         if settings.metrics_urls or settings.prometheus_url:
-            session.scrape()
+            session.preflight_scrape()
         if headless and not isinstance(runner, MasterRunner):
             session.ensure_process().preflight()
         elif headless:

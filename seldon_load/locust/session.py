@@ -9,6 +9,7 @@ to workers, or direct calls in a local run.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from time import perf_counter
 
@@ -104,7 +105,8 @@ class Session:
         if not self.is_master:
             self._start_drainer()
         self.snapshots = []
-        if s.metrics_urls or s.prometheus_url:
+        # per-step counters serve only a pipeline; --prometheus-url for a model is for resources alone
+        if s.metrics_urls or (s.prometheus_url and (s.pipeline_spec or s.target.kind == "pipeline")):
             gevent.spawn(self._scrape_loop, self.controller)
         return self.controller
 
@@ -115,6 +117,16 @@ class Session:
         if s.prometheus_url:
             return query_prometheus(s.prometheus_url)
         return scrape_all(s.metrics_urls)
+
+    def preflight_scrape(self) -> None:
+        """Before any load: --metrics-url endpoints must answer (else exit 2); a Prometheus server that
+        does not is only warned about: the run goes on and its results say what is missing."""
+        try:
+            self.scrape()
+        except SeldonLoadError as exc:
+            if not self.settings.prometheus_url:
+                raise
+            log.warning("%s: the test goes on without server metrics from it", exc)
 
     def _scrape_loop(self, controller: Controller) -> None:
         """Scrape server metrics at each stage's measured start and end (counter deltas)."""
@@ -227,9 +239,30 @@ class Session:
             min_saturation_rps=s.min_saturation_rps,
             notes=[*c.notes, *([c.stop_reason] if c.stop_reason else [])], pipeline=pipeline, reruns=c.reruns,
         )
+        self.results = self.server_resources(self.results)
         # a server may echo a header or a URL password in its error messages: never write them
         self.results = scrub(self.results, s.secrets)
         return self.results
+
+    def server_resources(self, results: dict) -> dict:
+        """``stages[i].server``: what the server spent in each window, read from Prometheus now."""
+        from seldon_load.analyze.resources import Prometheus, attach, read_windows
+
+        s, c = self.settings, self.controller
+        batch = int(results["target"].get("batch_size") or s.batch_size)  # a payload file's batch rows too
+        if not s.resource_selector:
+            return attach(results, None, batch, None, None)
+        now = time.time()
+        wall0 = now - c.elapsed()
+        # a test stopped early: its last window ends now, and windows that never began are not read
+        windows = [(r["index"], wall0 + r["start_s"], min(wall0 + r["end_s"], now)) for r in results["stages"]
+                   if r.get("start_s") is not None and r.get("end_s") is not None and wall0 + r["start_s"] < now]
+        prom = Prometheus(s.prometheus_url)
+        started = perf_counter()
+        servers = read_windows(prom, s.resource_selector, windows, s.resource_source)
+        meta = {"prometheus": prom.where, "selector": s.resource_selector, "queries": prom.queries,
+                "query_s": round(prom.query_s, 4), "read_s": round(perf_counter() - started, 3)}
+        return attach(results, servers, batch, s.core_hour_cost, s.gpu_hour_cost, meta)
 
     def _rows_for_pipeline(self) -> list[dict]:
         from seldon_load.analyze.stages import stage_table

@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from seldon_load.report.resources import console_lines as console_resource_lines
 from seldon_load.report.svg import as_float, fmt_num
 
 
@@ -242,6 +243,7 @@ def summary_text(results: dict[str, Any], width: int = 100) -> str:
     p = section(r, "pipeline")
     if p:
         lines += _pipeline_lines(p)
+    lines += console_resource_lines(r)
     lines += _threshold_lines(r)
     if r.get("passed") is False and r.get("reason") and not r["reason"].startswith("threshold"):
         lines.append(f"FAILED: {r['reason']}")

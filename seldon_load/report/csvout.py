@@ -20,6 +20,10 @@ STAGE_COLUMNS = [
     "latency_trend_delta_ms", "sustained", "reasons", "failures_by_kind", "fault_kind", "fault_count",
     "fault_example", "achieved_ips",
 ]
+# stages[i].server (--resource-selector): what the server spent in the window
+SERVER_KEYS = ("cpu_cores", "cpu_ms_per_request", "cpu_ms_per_inference", "requests_per_core", "memory_bytes_max",
+               "memory_bytes_mean", "gpu_util_percent", "cost_per_million_inferences", "note")
+STAGE_COLUMNS += [f"server_{k}" for k in SERVER_KEYS]
 TIMELINE_COLUMNS = ["t_s", "stage", "phase", "offered_rps", "achieved_rps", "ok", "failures", "dropped",
                     "p50_ms", "p99_ms", "lag_p99_ms"]
 
@@ -46,6 +50,7 @@ def stage_row(s: dict[str, Any]) -> dict[str, Any]:
                         ("send_lag_ms", ("p50", "p99", "max"))):
         sub = _sub(s, group)
         row.update({f"{group}_{k}": _cell(sub.get(k)) for k in keys})
+    row.update({f"server_{k}": _cell(v) for k, v in _sub(s, "server").items() if k in SERVER_KEYS})
     why = s.get("reasons")
     row["reasons"] = "; ".join(map(str, why)) if isinstance(why, list) else _cell(why)
     kinds = _sub(s, "failures_by_kind")

@@ -31,6 +31,7 @@ from seldon_load.testbed.procs import (
     stop_group,
     tcp_open,
 )
+from seldon_load.testbed.prometheus import PROM_DIR, PrometheusStack, PromPorts
 
 __all__ = ["MODEL_NAMES", "PIPELINES", "Testbed", "TestbedConfig", "free_port"]
 from seldon_load.testbed.sklearn_model import write_iris_model
@@ -53,6 +54,7 @@ SYNTH_MODELS: dict[str, tuple[float, str, int]] = {
     "synth-10ms": (10.0, "wait", 1),
     "synth-20ms": (20.0, "wait", 1),
     "synth-busy-2ms": (2.0, "busy", 1),
+    "synth-cpu-5ms": (5.0, "cpu", 1),
     "join-1ms": (1.0, "wait", 2),
 }
 # Synthetic models whose metadata declares no inputs or outputs, as many real step models:
@@ -89,6 +91,10 @@ class TestbedConfig:
     """Also run the Core-2-like Envoy ingress (testbed/ingress.py) on the two ports below."""
     ingress_port: int = 9000
     ingress_tls_port: int = 9443
+    prometheus: bool = False
+    """Also run a real Prometheus and process-exporter (testbed/prometheus.py) on the two ports below."""
+    prometheus_port: int = 9090
+    exporter_port: int = 9256
 
 
 class Testbed:
@@ -104,17 +110,20 @@ class Testbed:
         cfg = self.config
         self.ingress = Ingress(self.state_dir / INGRESS_DIR, IngressPorts(
             cfg.host, cfg.ingress_port, cfg.ingress_tls_port, cfg.http_port, cfg.grpc_port))
+        self.prometheus = PrometheusStack(self.state_dir / PROM_DIR, PromPorts(
+            cfg.host, cfg.prometheus_port, cfg.exporter_port, cfg.metrics_port), self.state_dir / REPO_DIR)
 
     @classmethod
-    def for_tests(cls, tmpdir: str | os.PathLike[str], ingress: bool = False) -> Testbed:
+    def for_tests(cls, tmpdir: str | os.PathLike[str], ingress: bool = False, prometheus: bool = False) -> Testbed:
         """A testbed on free loopback ports with its state in tmpdir (and the ingress, if asked)."""
         socks = []
         try:
-            for _ in range(5):  # hold them all so they differ
+            for _ in range(7):  # hold them all so they differ
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.bind(("127.0.0.1", 0))
                 socks.append(sock)
-            http_port, grpc_port, metrics_port, ingress_port, tls_port = (int(s.getsockname()[1]) for s in socks)
+            http_port, grpc_port, metrics_port, ingress_port, tls_port, prom_port, exporter_port = (
+                int(s.getsockname()[1]) for s in socks)
         finally:
             for sock in socks:
                 sock.close()
@@ -128,6 +137,9 @@ class Testbed:
                 ingress=ingress,
                 ingress_port=ingress_port,
                 ingress_tls_port=tls_port,
+                prometheus=prometheus,
+                prometheus_port=prom_port,
+                exporter_port=exporter_port,
             )
         )
 
@@ -198,7 +210,7 @@ class Testbed:
 
     def up(self, timeout_s: float = 90.0) -> None:
         """Write the model repository, start MLServer and wait until every model is ready."""
-        running = self.pid or self.ingress.pid
+        running = self.pid or self.ingress.pid or self.prometheus.pid("prometheus")
         if running is not None:
             raise TargetError(
                 f"a testbed is already running from {self.state_dir} (pid {running}); stop it first (testbed down)"
@@ -207,6 +219,8 @@ class Testbed:
         ports = {"http": cfg.http_port, "grpc": cfg.grpc_port, "metrics": cfg.metrics_port}
         if cfg.ingress:
             ports.update({"ingress": cfg.ingress_port, "ingress TLS": cfg.ingress_tls_port})
+        if cfg.prometheus:
+            ports.update({"Prometheus": cfg.prometheus_port, "process-exporter": cfg.exporter_port})
         if len(set(ports.values())) != len(ports):
             raise ConfigError(f"testbed ports must differ ({', '.join(f'{k} {v}' for k, v in ports.items())})")
         for what, port in ports.items():
@@ -238,13 +252,15 @@ class Testbed:
                 models = [m for m in self.models if m not in PIPELINES]
                 pipelines = [m for m in self.models if m in PIPELINES]
                 self.ingress.start(models, pipelines, stop_with_parent=cfg.stop_with_parent)
+            if cfg.prometheus:
+                self.prometheus.start(stop_with_parent=cfg.stop_with_parent)
         except BaseException:
             self.down()
             raise
 
     def down(self, timeout_s: float = 15.0) -> bool:
         """Stop the ingress, then MLServer and everything it spawned; True if something was running."""
-        ingress_stopped = self.ingress.stop()
+        ingress_stopped = self.prometheus.stop() | self.ingress.stop()
         pid = self.pid
         if pid is None:
             self._reap()
@@ -271,6 +287,9 @@ class Testbed:
             "grpc_target": self.grpc_target,
             "metrics_url": self.metrics_url,
             **self._ingress_status(),
+            **({"prometheus": {"url": self.prometheus.url, "pid": self.prometheus.pid("prometheus"),
+                               "exporter_pid": self.prometheus.pid("exporter")}}
+               if self.config.prometheus or self.prometheus.pid("prometheus") else {}),
             "state_dir": str(self.state_dir),
             "log": str(self.log_path),
             "models": models,

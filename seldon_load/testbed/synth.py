@@ -6,7 +6,10 @@ Model-settings ``parameters.extra``:
 - ``mode``: ``"wait"`` serialises requests without using the CPU: one request at a time per
   model, so capacity is exactly ``1000 / service_time_ms`` rps even when the load generator
   shares the machine's cores. ``"busy"`` spins the CPU for the service time (capacity about
-  ``workers / service_time``), standing in for a CPU-bound model.
+  ``workers / service_time``), standing in for a CPU-bound model. ``"cpu"`` spins until the
+  serving thread has *used* the service time of CPU (``time.thread_time``), so each request
+  costs exactly that much CPU however busy the machine is: the known cost that resource
+  measurements (CPU-ms per request) are checked against.
 - ``output_width`` (int, default 4): columns of ``OUTPUT0``.
 - ``n_inputs`` (int, default 1): declared inputs (``INPUT0``, ``INPUT1``, ...); 2 for joins.
 - ``declare_metadata`` (bool, default true): false leaves the metadata's inputs and outputs
@@ -30,6 +33,7 @@ from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, 
 
 WAIT = "wait"
 BUSY = "busy"
+CPU = "cpu"
 OUTPUT_NAME = "OUTPUT0"
 
 
@@ -62,8 +66,8 @@ class SynthModel(MLModel):
         extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
         self._service_time_s = float(extra.get("service_time_ms", 5.0)) / 1000.0
         self._mode = str(extra.get("mode", WAIT))
-        if self._mode not in (WAIT, BUSY):
-            raise ValueError(f"synth mode must be 'wait' or 'busy', got {self._mode!r}")
+        if self._mode not in (WAIT, BUSY, CPU):
+            raise ValueError(f"synth mode must be 'wait' or 'busy' (or 'cpu'), got {self._mode!r}")
         if self._service_time_s < 0:
             raise ValueError("synth service_time_ms must be >= 0")
         self._output_width = int(extra.get("output_width", 4))
@@ -85,8 +89,10 @@ class SynthModel(MLModel):
         sums = row_sums(payload.inputs)
         if self._mode == WAIT:
             await self._wait_turn()
-        else:
+        elif self._mode == BUSY:
             _spin(self._service_time_s)
+        else:
+            _burn_cpu(self._service_time_s)
         values = np.repeat(sums.astype(np.float32)[:, None], self._output_width, axis=1)
         return InferenceResponse(
             id=payload.id,
@@ -110,4 +116,11 @@ def _spin(duration_s: float) -> None:
     """Hold the CPU (and the event loop, like a CPU-bound model would) for duration_s."""
     end = time.perf_counter() + duration_s
     while time.perf_counter() < end:
+        pass
+
+
+def _burn_cpu(cpu_s: float) -> None:
+    """Spin until this thread has used cpu_s of CPU time (not wall time: preemption adds none)."""
+    end = time.thread_time() + cpu_s
+    while time.thread_time() < end:
         pass

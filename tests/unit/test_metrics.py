@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import socket
 import subprocess
@@ -308,54 +307,3 @@ def test_bad_urls_are_config_errors(url):
         scrape(url)
     with pytest.raises(ConfigError):
         query_prometheus(url, at_time=0)
-
-
-def prometheus_answer(results: list[tuple[dict[str, str], float]], at_s: float) -> str:
-    return json.dumps({
-        "status": "success",
-        "data": {"resultType": "vector",
-                 "result": [{"metric": m, "value": [at_s, repr(v)]} for m, v in results]},
-    })
-
-
-def test_query_prometheus_builds_a_snapshot(server):
-    base, handler = server
-    queries: list[dict[str, list[str]]] = []
-    pod = {"instance": "10.0.0.5:9006", "pod": "mlserver-0", "server_replica": "0", "code": "200"}
-
-    def answer(path: str) -> tuple[int, str]:
-        params = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-        queries.append(params)
-        at_s = float(params["time"][0])
-        scale = 1 if at_s < 2000 else 3
-        return 200, prometheus_answer([
-            ({"__name__": "seldon_model_infer_total", "model": "iris", **pod}, 100.0 * scale),
-            ({"__name__": "seldon_model_infer_seconds_total", "model": "iris", **pod}, 1.0 * scale),
-            ({"__name__": "seldon_pipeline_infer_total", "pipeline": "p", "code": "200"}, 7.0 * scale),
-            ({"__name__": "seldon_pipeline_infer_seconds_total", "pipeline": "p", "code": "200"}, 0.7 * scale),
-        ], at_s)
-
-    handler.routes["/api/v1/query"] = (200, "application/json", answer)
-    before = query_prometheus(base + "/", at_time=1000.0, match='namespace="seldon-mesh"')
-    after = query_prometheus(base, at_time=3000.0)
-    assert before.taken_at_s == 1000.0 and before.models == {"iris": InferCounter(100.0, 1.0)}
-    assert queries[0]["time"] == ["1000.000"]
-    assert "seldon_model_infer_total" in queries[0]["query"][0]
-    assert 'namespace="seldon-mesh"' in queries[0]["query"][0]
-    assert delta(before, after) == {"iris": StepStats(200, pytest.approx(10.0))}
-    assert delta(before, after, kind="pipeline") == {"p": StepStats(14, pytest.approx(100.0))}
-
-
-def test_query_prometheus_errors(server):
-    base, handler = server
-    handler.routes["/api/v1/query"] = (
-        400, "application/json", json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error"}))
-    with pytest.raises(TargetError, match="refused the query: parse error"):
-        query_prometheus(base, at_time=1.0)
-    handler.routes["/api/v1/query"] = (200, "application/json", "{not json")
-    with pytest.raises(TargetError, match="unexpected answer"):
-        query_prometheus(base, at_time=1.0)
-    handler.routes["/api/v1/query"] = (
-        200, "application/json", json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}}))
-    with pytest.raises(TargetError, match="not a vector"):
-        query_prometheus(base, at_time=1.0)
