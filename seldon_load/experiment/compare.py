@@ -265,6 +265,7 @@ def variant_row(run: Run) -> dict[str, Any]:
         if requests else None,
         "generator_healthy": gen.get("healthy"),
         "server": server,
+        "resources": r.get("resources"),
         "peak": {k: v for k, v in (peak(r) or {}).items() if not k.startswith("_")} or None,
         "curve": [{k: p[k] for k in ("offered_rps", "achieved_rps", "p50_ms", "p99_ms", "sustained")}
                   | {"achieved_ips": _r(p["achieved_rps"] * batch) if p["achieved_rps"] is not None else None}

@@ -29,7 +29,8 @@ def _l(v: Any) -> list[Any]:
 def _variants_table(c: dict[str, Any]) -> str:
     heads = ["variant", "status", "host", "protocol", "batch", "saturated", "saturation req/s", "saturation inf/s",
              "recommended req/s", "recommended inf/s", "p50 at rec. (ms)", "p99 at rec. (ms)",
-             "peak achieved req/s", "errors+dropped", "error ratio", "generator healthy", "server CPU cores"]
+             "peak achieved req/s", "errors+dropped", "error ratio", "generator healthy", "server CPU cores",
+             "server CPU ms/inference", "server memory max MiB"]
     rows = []
     for v in _l(c.get("variants")):
         v = _d(v)
@@ -44,7 +45,9 @@ def _variants_table(c: dict[str, Any]) -> str:
                      None if at.get("p99_ms") is None else f"{fmt_num(at.get('p99_ms'))}{mark}",
                      _d(v.get("peak")).get("achieved_rps"),
                      v.get("failures_and_dropped"), v.get("error_ratio"), v.get("generator_healthy"),
-                     srv.get("cpu_cores")])
+                     srv.get("cpu_cores"), srv.get("cpu_ms_per_inference"),
+                     None if as_float(srv.get("memory_bytes_max")) is None
+                     else (as_float(srv.get("memory_bytes_max")) or 0) / 2**20])
     return _table(heads, rows, frozenset({0, 1, 2, 3}))
 
 

@@ -221,3 +221,13 @@ def test_a_batched_run_states_inferences_in_its_report() -> None:
     assert "achieved inferences/s" in html and "80 inferences/s at batch 8" in html
     r["target"]["batch_size"] = 1
     assert "inferences/s" not in summary_text(r) and "achieved inferences/s" not in render_html(r)
+
+
+def test_server_resources_at_the_saturation_point_are_shown() -> None:
+    r = results([(10, 1, 2, True), (20, 50, 900, False)])
+    r["stages"][0]["server"] = {"cpu_cores": 1.5, "cpu_ms_per_inference": 12.5, "memory_bytes_max": 3 * 2**20}
+    c = compare([Run("a", "d", r), Run("b", "d", results([(10, 1, 2, True)]))])
+    assert c["variants"][0]["server"]["cpu_cores"] == 1.5 and c["variants"][1]["server"] is None
+    html = render_comparison(c)
+    assert "<td>1.50</td>" in html or "<td>1.5</td>" in html
+    assert "12.5" in html and "server memory max MiB" in html
