@@ -51,7 +51,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> PluginOptions:
-    from seldon_load.settings import add_arguments
+    from seldon_load.options import add_arguments
 
     p.add_argument("--host", required=True,
                    help="http(s)://host:port for REST, grpc(s)://host:port or host:port for gRPC")

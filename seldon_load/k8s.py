@@ -237,7 +237,7 @@ def option_variable(name: str) -> str:
 
 
 def _seldon_load_variables() -> set[str]:
-    from seldon_load.settings import add_arguments
+    from seldon_load.options import add_arguments
 
     class _Names:
         def __init__(self) -> None:

@@ -35,7 +35,7 @@ def _free_port() -> int:
 class PluginOptions:
     """Takes the plugin's Locust option definitions onto `seldon-load run`'s parser.
 
-    One definition (settings.add_arguments) serves both, so the two can never drift apart;
+    One definition (options.add_arguments) serves both, so the two can never drift apart;
     defaults are left to the plugin, so only what the user gave is passed on.
     """
 
@@ -60,7 +60,7 @@ class PluginOptions:
 def locust_args(a: argparse.Namespace, plugin: PluginOptions | None = None) -> list[str]:
     """Translate `seldon-load run` options into the plugin's Locust options."""
     if plugin is None:
-        from seldon_load.settings import add_arguments
+        from seldon_load.options import add_arguments
 
         plugin = PluginOptions(argparse.ArgumentParser(add_help=False))
         add_arguments(plugin)
@@ -84,7 +84,8 @@ def validate(args: list[str]) -> Settings:
     """Parse the options exactly as the Locust processes will, so bad input fails here first."""
     from locust.argument_parser import get_parser
 
-    from seldon_load.settings import Settings, add_arguments, check_results_dir
+    from seldon_load.options import add_arguments
+    from seldon_load.settings import Settings, check_results_dir
 
     parser = get_parser(default_config_files=[])
     if not any("--stages" in action.option_strings for action in parser._actions):

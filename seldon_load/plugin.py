@@ -10,7 +10,7 @@ from locust import events
 from seldon_load.locust import patches
 from seldon_load.locust.listeners import on_init
 from seldon_load.locust.shape import SeldonLoadShape
-from seldon_load.settings import add_arguments
+from seldon_load.options import add_arguments
 
 __all__ = ["SeldonLoadShape"]
 

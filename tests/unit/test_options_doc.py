@@ -11,7 +11,7 @@ import pytest
 from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
 
 from seldon_load.cli import build_parser
-from seldon_load.settings import add_arguments
+from seldon_load.options import add_arguments
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reference" / "options.md"
 # | `--name ARG` | `LOCUST_NAME` | default | meaning | example |
@@ -68,7 +68,7 @@ def test_every_plugin_option_has_a_row_with_its_variable_and_default(rows) -> No
     options = plugin_options()
     assert len(options) > 30
     for flag, kw in options:
-        assert flag in rows, f"{flag} (settings.add_arguments) is missing from {DOC.name}"
+        assert flag in rows, f"{flag} (options.add_arguments) is missing from {DOC.name}"
         variable, default = rows[flag]
         assert variable == kw.get("env_var", env_name(flag)), f"{flag}: documented as {variable}"
         assert default == doc_default(kw), f"{flag}: documented default {default!r}, code has {doc_default(kw)!r}"
@@ -119,4 +119,4 @@ def test_documented_variables_set_the_options(monkeypatch: pytest.MonkeyPatch) -
     opts = parser.parse_args(["-f", "locustfile.py"])
     wrong = {flag: getattr(opts, flag[2:].replace("-", "_")) for flag, value in expected.items()
              if getattr(opts, flag[2:].replace("-", "_")) != value}
-    assert not wrong, f"LOCUST_* variables ignored for {sorted(wrong)} (settings.add_arguments needs env_var=...)"
+    assert not wrong, f"LOCUST_* variables ignored for {sorted(wrong)} (options.add_arguments needs env_var=...)"
