@@ -243,12 +243,18 @@ def main(argv: list[str] | None = None) -> int:
             # Ctrl-C (or kill -INT) stops the run also where SIGINT came ignored (a background job
             # of a script): Python would leave it ignored, and the master and workers running
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+            code = None
             try:
-                return cmd_run(args, extra) if args.command == "run" else cmd_sweep(args, rest, extra)
+                code = cmd_run(args, extra) if args.command == "run" else cmd_sweep(args, rest, extra)
+                return code
             finally:
                 for sig, handler in previous.items():
                     if handler is not None:  # None: set outside Python, nothing to restore
                         signal.signal(sig, handler)
+                if code in (None, 130):
+                    # interrupted: an impatient user's further Ctrl-C would only turn the exit
+                    # code 130 into a death by SIGINT once everything is already stopped
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "report":

@@ -25,13 +25,15 @@ def _get(url: str) -> bytes:
 
 def _live_rows(host: str, stages: str, tmp_path, until, timeout_s: float = 60) -> list[list[dict]]:
     """Start a web-UI run, press start, and collect the tab's rows every 0.5 s until ``until(rows)``."""
+    # send lag up to 100 ms tolerated: these tests are about what the tab calls a shortfall of
+    # answers, not about generator health, which a loaded CI machine can rightly fail
     port = free_port()
     payload = tmp_path / "payload.json"  # a payload of its own: a target that is down has no metadata
     payload.write_bytes(orjson.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4],
                                                   "data": [1, 2, 3, 4]}]}))
     cmd = [sys.executable, "-m", "seldon_load.cli", "run", "--web-ui", "--web-port", str(port), "--host", host,
            "--model", "synth-10ms", "--stages", stages, "--settle", "1s", "--request-timeout", "2",
-           "--max-send-lag-ms", "30", "--payload", str(payload), "--results", str(tmp_path / "r")]
+           "--max-send-lag-ms", "100", "--payload", str(payload), "--results", str(tmp_path / "r")]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     seen: list[list[dict]] = []
