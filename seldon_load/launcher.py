@@ -88,8 +88,10 @@ def validate(args: list[str]) -> Settings:
     from seldon_load.settings import Settings, check_results_dir
 
     parser = get_parser(default_config_files=[])
-    if not any("--stages" in action.option_strings for action in parser._actions):
-        add_arguments(parser)  # unless the plugin, once imported in this process, added them already
+    try:
+        add_arguments(parser)
+    except argparse.ArgumentError:
+        pass  # the plugin, once imported in this process, registered them on Locust's parser already
     opts = parser.parse_args(args)  # Locust's parser already turns --run-time into seconds
     settings = Settings.from_options(opts)
     check_results_dir(settings.results_dir)
