@@ -26,6 +26,7 @@ from seldon_load.transport.head import (
     parse_head,
 )
 from seldon_load.transport.rxstamp import ANC_BYTES, enable_rx_stamps, rx_stamp
+from seldon_load.transport.sendall import finish_send
 
 BUFFER_BYTES = 64 * 1024  # per connection, reused for every answer that fits
 
@@ -158,13 +159,7 @@ class PlainConn(Conn):
         except BlockingIOError:
             sent = 0
         if sent < len(data):
-            rest = memoryview(data)
-            while sent < len(data):
-                self._wait(self._write)
-                try:
-                    sent += sock.send(rest[sent:])
-                except BlockingIOError:
-                    pass
+            finish_send(sock, data, sent, self._wait, self._write)
         self._sent = True
 
     def recv_into(self, view: memoryview) -> int:

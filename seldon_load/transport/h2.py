@@ -57,6 +57,7 @@ from seldon_load.transport.h2frames import (
     frame,
 )
 from seldon_load.transport.rxstamp import ANC_BYTES, enable_rx_stamps, rx_stamp
+from seldon_load.transport.sendall import finish_send
 
 _RECV_BYTES = 256 * 1024
 
@@ -101,13 +102,7 @@ class H2Connection(FrameHandler):
             except BlockingIOError:
                 sent = 0
             if sent < len(data):
-                rest = memoryview(data)
-                while sent < len(data):
-                    self._wait(self._write)
-                    try:
-                        sent += sock.send(rest[sent:])
-                    except BlockingIOError:
-                        pass
+                finish_send(sock, data, sent, self._wait, self._write)
 
     def _wait(self, watcher: Any) -> None:
         watcher.start(getcurrent().switch)
@@ -191,13 +186,11 @@ class H2Connection(FrameHandler):
         for g in waiters:
             self.hub.loop.run_callback(g.switch)
 
-    def _finish(self, sid: int, code: int, message: str, data: bytes = b"") -> None:
-        stream = self.streams.pop(sid, None)
-        if stream is None:
-            return
-        stream.result = (code, message, data)
-        stream.received_at = self.rx_at
-        self.hub.loop.run_callback(stream.waiter.switch, None)
+    def _finish(self, sid: int, code: int, message: str, data: bytes = b"") -> Any:
+        stream = super()._finish(sid, code, message, data)
+        if stream is not None:
+            self.hub.loop.run_callback(stream.waiter.switch, None)
+        return stream
 
     def fail(self, reason: str, code: int = UNAVAILABLE) -> None:
         """The connection is gone: every open stream ends with ``code``."""

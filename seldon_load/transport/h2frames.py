@@ -92,12 +92,14 @@ class FrameHandler:
     def send(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def _finish(self, sid: int, code: int, message: str, data: bytes = b"") -> None:
+    def _finish(self, sid: int, code: int, message: str, data: bytes = b"") -> Any:
+        """Settle a stream's result; the stream, or None if it was no longer open."""
         stream = self.streams.pop(sid, None)
         if stream is None:
-            return
+            return None
         stream.result = (code, message, data)
         stream.received_at = self.rx_at
+        return stream
 
     def _wake_window_waiters(self) -> None:
         """Senders waiting for window may go on (the subclass wakes them)."""
