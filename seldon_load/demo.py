@@ -67,7 +67,7 @@ def _summary(name: str, results_dir: Path) -> str:
     if pipe and pipe.get("critical_path"):
         line += (f"\n  {'':28} critical path {' -> '.join(pipe['critical_path'])}"
                  f" ({pipe.get('critical_path_latency_ms')} ms of {pipe.get('end_to_end_latency_ms')} ms end to end),"
-                 f" bottleneck {pipe.get('bottleneck')}")
+                 f" bottleneck {pipe.get('bottleneck') or 'not measured (it needs --isolate-steps)'}")
     at = (r.get("resources") or {}).get("at_saturation")
     if at:
         line += (f"\n  {'':28} server: {at.get('cpu_cores')} cores at {at.get('rps')} rps, "
