@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import master_scale  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.timeout(240)
 def test_a_real_master_takes_simulated_workers_and_counts_every_request(tmp_path: Path) -> None:
