@@ -737,9 +737,13 @@ def main(argv: list[str] | None = None) -> int:
     res = run_quick(args) if args.quick else run_full(args)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(res, indent=2, default=str)  # no absolute paths of this machine in the file
+        # Figures this run did not measure (the master's, earlier rounds kept for history) stay.
+        out = Path(args.out)
+        doc = json.loads(out.read_text()) if out.exists() else {}
+        doc.update(res)
+        text = json.dumps(doc, indent=2, default=str)  # no absolute paths of this machine in the file
         text = text.replace(str(hx.ROOT), ".").replace(tempfile.gettempdir(), "$TMP")
-        Path(args.out).write_text(text)
+        out.write_text(text)
     print(summary(res))
     return 0
 
